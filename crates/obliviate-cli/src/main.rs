@@ -1,0 +1,153 @@
+//! `obliviate`: the command-line front end of the unlearning engine.
+
+mod commands;
+mod progress;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Machine unlearning for deep networks: train block-wise, forget samples fast, prove it.
+#[derive(Parser)]
+#[command(name = "obliviate", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the dataset files are and which compute device to use.
+#[derive(Args, Clone)]
+pub struct Env {
+    /// Folder holding the canonical dataset files (or <DIR>/<dataset>/); not needed for mnist-mini.
+    #[arg(long, env = "OBLIVIATE_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Compute device: cpu (flex backend) or cuda (build with --features cuda).
+    #[arg(long, default_value = "cpu", global = true)]
+    device: String,
+    /// Print one JSON object on stdout instead of text and progress bars.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+/// Hyper-parameters of block-wise training.
+#[derive(Args, Clone)]
+pub struct TrainArgs {
+    /// Dataset: mnist-mini (bundled), mnist, fashion-mnist, cifar10, svhn, purchase.
+    #[arg(long, default_value = "mnist-mini")]
+    dataset: String,
+    /// Model: mlp, mlp-small, lenet5, cnn, resnet18.
+    #[arg(long, default_value = "lenet5")]
+    model: String,
+    /// Number of blocks B.
+    #[arg(long, default_value_t = 100)]
+    blocks: usize,
+    /// Epochs E on each block.
+    #[arg(long, default_value_t = 2)]
+    epochs_per_block: usize,
+    /// Minibatch size.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Optimizer: sgd or adam.
+    #[arg(long, default_value = "sgd")]
+    optimizer: String,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.05)]
+    lr: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// L2 weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    /// Seed of the split, the initial weights and the minibatch order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Use only the first N training samples (ids keep their meaning).
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Use only the first N test samples.
+    #[arg(long)]
+    test_limit: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model block by block, storing every increment (the chain) in --out.
+    Train {
+        #[command(flatten)]
+        args: TrainArgs,
+        /// Run folder to create.
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue an interrupted run in --out from its last complete block.
+        #[arg(long)]
+        resume: bool,
+        #[command(flatten)]
+        env: Env,
+    },
+    /// Test accuracy of the served model θ_0 + Σδ_i (recomputed from the chain).
+    Eval {
+        /// Run folder.
+        run: PathBuf,
+        #[command(flatten)]
+        env: Env,
+    },
+    /// Blocks, ids, bytes on disk and hyper-parameters of a run.
+    Info {
+        /// Run folder.
+        run: PathBuf,
+        /// Also list the ids of every block.
+        #[arg(long)]
+        ids: bool,
+        #[command(flatten)]
+        env: Env,
+    },
+    /// Check every chain file's SHA-256 and that θ_0 + Σδ_i equals the served model.
+    Check {
+        /// Run folder.
+        run: PathBuf,
+        #[command(flatten)]
+        env: Env,
+    },
+    /// Dataset files.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Download a dataset's canonical files and verify their checksums.
+    Fetch {
+        /// Dataset name.
+        name: String,
+        /// Base URL replacing the canonical hosts (files are fetched as <URL>/<file>).
+        #[arg(long)]
+        mirror: Option<String>,
+        #[command(flatten)]
+        env: Env,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train {
+            args,
+            out,
+            resume,
+            env,
+        } => commands::train(&args, &out, resume, &env),
+        Command::Eval { run, env } => commands::eval(&run, &env),
+        Command::Info { run, ids, env } => commands::info(&run, ids, &env),
+        Command::Check { run, env } => commands::check(&run, &env),
+        Command::Data {
+            command: DataCommand::Fetch { name, mirror, env },
+        } => commands::fetch(&name, mirror.as_deref(), &env),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,147 @@
+//! Crash-safe file writes and the failpoints that prove them.
+//!
+//! Every file obliviate writes goes through [`write_file`]: a temporary sibling is written and
+//! fsynced, renamed over the target, and the folder is fsynced. A crash leaves either the old
+//! file or the new one. Failpoints fire just before and just after each rename, so tests can
+//! stop an operation at every write and check what is left.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{Error, IoContext, Result};
+
+thread_local! {
+    static ARMED: RefCell<Option<(String, u64)>> = const { RefCell::new(None) };
+}
+
+/// Arms a failpoint on this thread: the `nth` (1-based) event whose name starts with `prefix`
+/// returns [`Error::Failpoint`] instead of proceeding. Events are `write:before:<file>` and
+/// `write:after:<file>`, plus named points such as `train:block-written`.
+pub fn arm(prefix: &str, nth: u64) {
+    ARMED.with(|a| *a.borrow_mut() = Some((prefix.to_string(), nth.max(1))));
+}
+
+/// Disarms this thread's failpoint; returns true if it was still armed (never fired).
+pub fn disarm() -> bool {
+    ARMED.with(|a| a.borrow_mut().take().is_some())
+}
+
+/// Reports an event; fails if an armed failpoint matches. `OBLIVIATE_FAILPOINT=prefix:n` in the
+/// environment aborts the whole process at that event instead (a simulated `kill -9`).
+pub fn hit(event: &str) -> Result<()> {
+    let fire = ARMED.with(|a| {
+        let mut a = a.borrow_mut();
+        match a.as_mut() {
+            Some((prefix, n)) if event.starts_with(prefix.as_str()) => {
+                *n -= 1;
+                if *n == 0 {
+                    *a = None;
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => false,
+        }
+    });
+    if fire {
+        return Err(Error::Failpoint(event.to_string()));
+    }
+    if let Some(spec) = env_failpoint() {
+        let (prefix, n) = spec;
+        if event.starts_with(prefix.as_str()) {
+            let count = ENV_COUNT.with(|c| {
+                *c.borrow_mut() += 1;
+                *c.borrow()
+            });
+            if count == n {
+                eprintln!("obliviate: failpoint {event} reached, aborting (OBLIVIATE_FAILPOINT)");
+                std::process::abort();
+            }
+        }
+    }
+    Ok(())
+}
+
+thread_local! {
+    static ENV_COUNT: RefCell<u64> = const { RefCell::new(0) };
+}
+
+fn env_failpoint() -> Option<(String, u64)> {
+    let v = std::env::var("OBLIVIATE_FAILPOINT").ok()?;
+    let (p, n) = v.rsplit_once(':').unwrap_or((v.as_str(), "1"));
+    Some((p.to_string(), n.parse().unwrap_or(1)))
+}
+
+/// Writes `bytes` to `path` atomically and durably.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).at(&tmp)?;
+        f.write_all(bytes).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        // A full disk must not leave a half-written temporary behind.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    hit(&format!("write:before:{name}"))?;
+    std::fs::rename(&tmp, path).at(path)?;
+    sync_dir(dir)?;
+    hit(&format!("write:after:{name}"))?;
+    Ok(())
+}
+
+/// fsyncs a directory so a rename in it is durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .at(dir)?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failpoint_before_rename_keeps_old_content() {
+        let dir = std::env::temp_dir().join(format!("obl-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("f.txt");
+        write_file(&p, b"old").unwrap();
+        arm("write:before:f.txt", 1);
+        assert!(matches!(write_file(&p, b"new"), Err(Error::Failpoint(_))));
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        arm("write:after:f.txt", 1);
+        assert!(write_file(&p, b"new").is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        assert!(!disarm());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unwritable_target_is_a_named_error() {
+        let e = write_file(Path::new("/proc/obliviate-cannot-write/x"), b"x").unwrap_err();
+        assert!(
+            e.to_string().contains("/proc/obliviate-cannot-write"),
+            "{e}"
+        );
+    }
+}

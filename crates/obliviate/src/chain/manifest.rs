@@ -1,0 +1,136 @@
+//! The run manifest: what was trained, how, and which files hold the chain.
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::DatasetName;
+use crate::model::{InputShape, ModelKind};
+use crate::optim::OptimConfig;
+
+/// Manifest format version this build reads and writes.
+pub const FORMAT: u32 = 1;
+
+/// A chain file: relative path, SHA-256 and length.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    /// Path relative to the run folder.
+    pub file: String,
+    /// SHA-256 of the file's bytes.
+    pub sha256: String,
+    /// Length in bytes.
+    pub bytes: u64,
+}
+
+/// Identity of the training data the chain was built on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetRecord {
+    /// Dataset name.
+    pub name: DatasetName,
+    /// SHA-256 over the decoded samples ([`crate::data::Dataset::fingerprint`]).
+    pub fingerprint: String,
+    /// Training samples when the run was created.
+    pub train_samples: usize,
+    /// Test samples.
+    pub test_samples: usize,
+    /// Input geometry.
+    pub shape: InputShape,
+    /// Classes.
+    pub classes: usize,
+    /// When set, only the first N training / test samples were used.
+    #[serde(default)]
+    pub limit: Option<(usize, usize)>,
+}
+
+/// Hyper-parameters of block-wise training.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Number of blocks B.
+    pub blocks: usize,
+    /// Epochs E on each block.
+    pub epochs_per_block: usize,
+    /// Minibatch size.
+    pub batch_size: usize,
+    /// Update rule and its hyper-parameters.
+    pub optim: OptimConfig,
+    /// Seed of the split, the initial weights and the minibatch order.
+    pub seed: u64,
+}
+
+/// One block of the chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockRecord {
+    /// 1-based position.
+    pub index: usize,
+    /// Training ids currently in the block (ascending; forgotten ids have left).
+    pub ids: Vec<u64>,
+    /// δ_i, once trained.
+    pub delta: Option<FileRef>,
+    /// o_i, once trained.
+    pub opt: Option<FileRef>,
+    /// Optimizer steps taken up to the end of this block.
+    pub step: u64,
+}
+
+/// Everything needed to read, verify, extend and unlearn a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// Bumped by every committed change; names the files each commit wrote.
+    pub generation: u64,
+    /// Training data identity.
+    pub dataset: DatasetRecord,
+    /// Architecture.
+    pub model: ModelKind,
+    /// Hyper-parameters.
+    pub config: TrainConfig,
+    /// Backend that trained the chain (chains are bit-exact per backend).
+    pub backend: String,
+    /// θ_0.
+    pub theta0: FileRef,
+    /// o_0.
+    pub opt0: FileRef,
+    /// Blocks in training order.
+    pub blocks: Vec<BlockRecord>,
+    /// Ids forgotten so far (ascending).
+    pub deleted: Vec<u64>,
+    /// The served model θ_0 + Σδ_i, once all blocks are trained.
+    pub model_file: Option<FileRef>,
+    /// Test accuracy of the served model.
+    pub test_accuracy: Option<f64>,
+    /// Wall-clock seconds of the initial training (all sessions of a resumed run).
+    pub train_seconds: f64,
+    /// SHA-256 of this manifest serialised with an empty `checksum` (detects edits and bit rot).
+    #[serde(default)]
+    pub checksum: String,
+}
+
+impl Manifest {
+    /// Number of leading blocks whose increments are stored.
+    pub fn completed(&self) -> usize {
+        self.blocks.iter().take_while(|b| b.delta.is_some()).count()
+    }
+
+    /// True once every block is trained and the served model is written.
+    pub fn is_complete(&self) -> bool {
+        self.completed() == self.blocks.len() && self.model_file.is_some()
+    }
+
+    /// Every file the manifest references.
+    pub fn files(&self) -> Vec<&FileRef> {
+        let mut v = vec![&self.theta0, &self.opt0];
+        for b in &self.blocks {
+            v.extend(b.delta.iter());
+            v.extend(b.opt.iter());
+        }
+        v.extend(self.model_file.iter());
+        v
+    }
+
+    /// Block holding each training id: `(block index, id)`; ids not in any block are absent.
+    pub fn block_of(&self, id: u64) -> Option<usize> {
+        self.blocks
+            .iter()
+            .find(|b| b.ids.binary_search(&id).is_ok())
+            .map(|b| b.index)
+    }
+}

@@ -1,0 +1,373 @@
+//! `obliviate data fetch`: downloads canonical dataset files and verifies their digests.
+//!
+//! Each file is streamed to `<name>.part` while being hashed, checked against the digest the
+//! field publishes for it (SHA-256 where one is published, otherwise the well-known MD5 or the
+//! git blob SHA-1), and only then renamed into place, so a failed or forged download never
+//! leaves a file the readers would accept. Archives are unpacked after verification. A
+//! `SHA256SUMS` file listing every fetched file is written beside them.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use md5::Md5;
+use sha1::Sha1;
+use sha2::{Digest as _, Sha256};
+
+use super::{DatasetName, hex};
+use crate::error::{Error, IoContext, Result};
+
+/// A digest published for a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Digest {
+    /// SHA-256 of the file.
+    Sha256(&'static str),
+    /// MD5 of the file (torchvision's checks for CIFAR-10 and SVHN).
+    Md5(&'static str),
+    /// git blob SHA-1: `sha1("blob <len>\0" + bytes)`, as a repository stores the file.
+    GitBlobSha1(&'static str),
+}
+
+/// One downloadable file.
+#[derive(Debug, Clone, Copy)]
+pub struct Source {
+    /// File name (also the name on the mirror).
+    pub file: &'static str,
+    /// Canonical address.
+    pub url: &'static str,
+    /// Published digest.
+    pub digest: Digest,
+    /// What to unpack from the archive after verification (empty: keep as is).
+    pub unpack: &'static [&'static str],
+}
+
+/// The files making up `name`, from their canonical sources.
+pub fn sources(name: DatasetName) -> &'static [Source] {
+    match name {
+        DatasetName::MnistMini => &[],
+        DatasetName::Mnist => &[
+            Source {
+                file: "train-images-idx3-ubyte.gz",
+                url: "https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz",
+                digest: Digest::Sha256(
+                    "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                ),
+                unpack: &[],
+            },
+            Source {
+                file: "train-labels-idx1-ubyte.gz",
+                url: "https://ossci-datasets.s3.amazonaws.com/mnist/train-labels-idx1-ubyte.gz",
+                digest: Digest::Sha256(
+                    "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                ),
+                unpack: &[],
+            },
+            Source {
+                file: "t10k-images-idx3-ubyte.gz",
+                url: "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-images-idx3-ubyte.gz",
+                digest: Digest::Sha256(
+                    "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                ),
+                unpack: &[],
+            },
+            Source {
+                file: "t10k-labels-idx1-ubyte.gz",
+                url: "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-labels-idx1-ubyte.gz",
+                digest: Digest::Sha256(
+                    "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+                ),
+                unpack: &[],
+            },
+        ],
+        DatasetName::FashionMnist => &[
+            Source {
+                file: "train-images-idx3-ubyte.gz",
+                url: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-images-idx3-ubyte.gz",
+                digest: Digest::Sha256(
+                    "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+                ),
+                unpack: &[],
+            },
+            Source {
+                file: "train-labels-idx1-ubyte.gz",
+                url: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-labels-idx1-ubyte.gz",
+                digest: Digest::Sha256(
+                    "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+                ),
+                unpack: &[],
+            },
+            Source {
+                file: "t10k-images-idx3-ubyte.gz",
+                url: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-images-idx3-ubyte.gz",
+                digest: Digest::Sha256(
+                    "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+                ),
+                unpack: &[],
+            },
+            Source {
+                file: "t10k-labels-idx1-ubyte.gz",
+                url: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-labels-idx1-ubyte.gz",
+                digest: Digest::Sha256(
+                    "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+                ),
+                unpack: &[],
+            },
+        ],
+        DatasetName::Cifar10 => &[Source {
+            file: "cifar-10-binary.tar.gz",
+            url: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+            digest: Digest::Md5("c32a1d4ab5d03f1284b67883e8d87530"),
+            unpack: &[
+                "data_batch_1.bin",
+                "data_batch_2.bin",
+                "data_batch_3.bin",
+                "data_batch_4.bin",
+                "data_batch_5.bin",
+                "test_batch.bin",
+                "batches.meta.txt",
+            ],
+        }],
+        DatasetName::Svhn => &[
+            Source {
+                file: "train_32x32.mat",
+                url: "http://ufldl.stanford.edu/housenumbers/train_32x32.mat",
+                digest: Digest::Md5("e26dedcc434d2e4c54c9b2d4a06d8373"),
+                unpack: &[],
+            },
+            Source {
+                file: "test_32x32.mat",
+                url: "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
+                digest: Digest::Md5("eb5a983be6a315427106f1b164d9cef3"),
+                unpack: &[],
+            },
+        ],
+        DatasetName::Purchase => &[Source {
+            file: "dataset_purchase.tgz",
+            url: "https://github.com/privacytrustlab/datasets/raw/master/dataset_purchase.tgz",
+            digest: Digest::GitBlobSha1("3efa7476ad5ed7ac3e558d28585a186b38fc5f19"),
+            unpack: &["dataset_purchase"],
+        }],
+    }
+}
+
+/// Progress of one file: `(file, bytes so far, total if known)`.
+pub type ProgressFn<'a> = dyn FnMut(&str, u64, Option<u64>) + 'a;
+
+/// A fetched file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Fetched {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its SHA-256.
+    pub sha256: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// False when a verified copy was already there.
+    pub downloaded: bool,
+}
+
+enum Hasher {
+    Sha256(Sha256),
+    Md5(Md5),
+    Git(Sha1),
+}
+
+/// Downloads every file of `name` into `dir/<folder>/`; `mirror` replaces the canonical host
+/// (files are fetched as `<mirror>/<file>`).
+pub fn fetch(
+    name: DatasetName,
+    dir: &Path,
+    mirror: Option<&str>,
+    progress: &mut ProgressFn<'_>,
+) -> Result<Vec<Fetched>> {
+    let dest = dir.join(name.folder());
+    std::fs::create_dir_all(&dest).at(&dest)?;
+    let mut out = Vec::new();
+    for src in sources(name) {
+        let url = match mirror {
+            Some(m) => format!("{}/{}", m.trim_end_matches('/'), src.file),
+            None => src.url.to_string(),
+        };
+        let path = dest.join(src.file);
+        let downloaded = if path.is_file() && verify_file(&path, src.digest).is_ok() {
+            false
+        } else {
+            download(&url, &path, src, progress)?;
+            true
+        };
+        let (sha256, bytes) = sha256_file(&path)?;
+        out.push(Fetched {
+            path: path.clone(),
+            sha256,
+            bytes,
+            downloaded,
+        });
+        if !src.unpack.is_empty() {
+            for f in unpack(&path, &dest, src.unpack)? {
+                let (sha256, bytes) = sha256_file(&f)?;
+                out.push(Fetched {
+                    path: f,
+                    sha256,
+                    bytes,
+                    downloaded,
+                });
+            }
+        }
+    }
+    let sums: String = out
+        .iter()
+        .map(|f| {
+            let rel = f.path.strip_prefix(&dest).unwrap_or(&f.path);
+            format!("{}  {}\n", f.sha256, rel.display())
+        })
+        .collect();
+    crate::chain::atomic::write_file(&dest.join("SHA256SUMS"), sums.as_bytes())?;
+    Ok(out)
+}
+
+fn download(url: &str, path: &Path, src: &Source, progress: &mut ProgressFn<'_>) -> Result<()> {
+    let derr = |detail: String| Error::Download {
+        url: url.to_string(),
+        detail,
+    };
+    let resp = ureq::get(url).call().map_err(|e| derr(e.to_string()))?;
+    let total = resp
+        .header("Content-Length")
+        .and_then(|v| v.parse::<u64>().ok());
+    let part = path.with_extension("part");
+    let mut file = std::fs::File::create(&part).at(&part)?;
+    let mut reader = resp.into_reader();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut done = 0u64;
+    let mut h = match src.digest {
+        Digest::Sha256(_) => Hasher::Sha256(Sha256::new()),
+        Digest::Md5(_) => Hasher::Md5(Md5::new()),
+        Digest::GitBlobSha1(_) => {
+            let len = total.ok_or_else(|| {
+                derr("server sent no Content-Length, needed for a git blob hash".into())
+            })?;
+            let mut s = Sha1::new();
+            s.update(format!("blob {len}\0").as_bytes());
+            Hasher::Git(s)
+        }
+    };
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| derr(format!("after {done} bytes: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        file.write_all(&buf[..n]).at(&part)?;
+        match &mut h {
+            Hasher::Sha256(s) => s.update(&buf[..n]),
+            Hasher::Md5(s) => s.update(&buf[..n]),
+            Hasher::Git(s) => s.update(&buf[..n]),
+        }
+        done += n as u64;
+        progress(src.file, done, total);
+    }
+    if let Some(t) = total.filter(|&t| t != done) {
+        let _ = std::fs::remove_file(&part);
+        return Err(derr(format!("connection closed after {done} of {t} bytes")));
+    }
+    file.sync_all().at(&part)?;
+    drop(file);
+    let actual = match h {
+        Hasher::Sha256(s) => hex(&s.finalize()),
+        Hasher::Md5(s) => hex(&s.finalize()),
+        Hasher::Git(s) => hex(&s.finalize()),
+    };
+    let (algo, expected) = describe(src.digest);
+    if actual != expected {
+        let _ = std::fs::remove_file(&part);
+        return Err(Error::Checksum {
+            path: path.to_path_buf(),
+            algo,
+            expected: expected.to_string(),
+            actual,
+        });
+    }
+    std::fs::rename(&part, path).at(path)?;
+    Ok(())
+}
+
+fn describe(d: Digest) -> (&'static str, &'static str) {
+    match d {
+        Digest::Sha256(s) => ("sha256", s),
+        Digest::Md5(s) => ("md5", s),
+        Digest::GitBlobSha1(s) => ("git-blob-sha1", s),
+    }
+}
+
+/// Checks a file on disk against a published digest.
+pub fn verify_file(path: &Path, digest: Digest) -> Result<()> {
+    let bytes = std::fs::read(path).at(path)?;
+    let actual = match digest {
+        Digest::Sha256(_) => hex(&Sha256::digest(&bytes)),
+        Digest::Md5(_) => hex(&Md5::digest(&bytes)),
+        Digest::GitBlobSha1(_) => {
+            let mut s = Sha1::new();
+            s.update(format!("blob {}\0", bytes.len()).as_bytes());
+            s.update(&bytes);
+            hex(&s.finalize())
+        }
+    };
+    let (algo, expected) = describe(digest);
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(Error::Checksum {
+            path: path.to_path_buf(),
+            algo,
+            expected: expected.into(),
+            actual,
+        })
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<(String, u64)> {
+    let mut f = std::fs::File::open(path).at(path)?;
+    let mut h = Sha256::new();
+    let n = std::io::copy(&mut f, &mut h).at(path)?;
+    Ok((hex(&h.finalize()), n))
+}
+
+/// Extracts the named members of a `.tar.gz` into `dest` (flat; other members are ignored).
+fn unpack(archive: &Path, dest: &Path, wanted: &[&str]) -> Result<Vec<PathBuf>> {
+    let file = std::fs::File::open(archive).at(archive)?;
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let fmt = |detail: String| Error::Format {
+        path: archive.to_path_buf(),
+        format: "tar.gz",
+        offset: 0,
+        detail,
+    };
+    let mut out = Vec::new();
+    let sub = dest.join(match wanted.first() {
+        Some(w) if w.starts_with("data_batch") => "cifar-10-batches-bin",
+        _ => ".",
+    });
+    std::fs::create_dir_all(&sub).at(&sub)?;
+    for entry in ar.entries().map_err(|e| fmt(e.to_string()))? {
+        let mut entry = entry.map_err(|e| fmt(e.to_string()))?;
+        let name = entry
+            .path()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        if !wanted.contains(&name.as_str()) || !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let target = sub.join(&name);
+        let mut bytes = Vec::new();
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| fmt(format!("{name}: {e}")))?;
+        crate::chain::atomic::write_file(&target, &bytes)?;
+        out.push(target);
+    }
+    if out.len() != wanted.len() {
+        return Err(fmt(format!("archive lacks some of {wanted:?}")));
+    }
+    Ok(out)
+}

@@ -1,0 +1,136 @@
+//! The library's one error type: every failure names the file, id or value at fault.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in obliviate, each variant naming what is wrong and where.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An operating-system I/O failure on a named path (full disk, permissions, missing file).
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder being read or written.
+        path: PathBuf,
+        /// What the OS reported.
+        source: std::io::Error,
+    },
+    /// A file whose bytes do not follow its format.
+    #[error("{path}: corrupt {format} file at byte {offset}: {detail}")]
+    Format {
+        /// The offending file.
+        path: PathBuf,
+        /// The format expected (IDX, safetensors, MAT v5, ...).
+        format: &'static str,
+        /// Byte offset (in the decompressed stream where compressed) of the fault.
+        offset: u64,
+        /// What was expected and what was found.
+        detail: String,
+    },
+    /// A file whose content hash differs from the one recorded for it.
+    #[error("{path}: checksum mismatch: expected {algo} {expected}, found {actual}")]
+    Checksum {
+        /// The offending file.
+        path: PathBuf,
+        /// Hash algorithm.
+        algo: &'static str,
+        /// Recorded digest.
+        expected: String,
+        /// Digest of the bytes on disk.
+        actual: String,
+    },
+    /// A run folder whose contents do not form a valid increment chain.
+    #[error("run {run}: {detail}")]
+    Chain {
+        /// The run folder.
+        run: PathBuf,
+        /// What is inconsistent.
+        detail: String,
+    },
+    /// Sample ids that are not in the training set or were already forgotten.
+    #[error("{}", describe_ids(.unknown, .deleted))]
+    Ids {
+        /// Ids outside the training set.
+        unknown: Vec<u64>,
+        /// Ids forgotten by an earlier request.
+        deleted: Vec<u64>,
+    },
+    /// A user-supplied value that cannot be used.
+    #[error("invalid {what}: {detail}")]
+    Invalid {
+        /// The argument or setting.
+        what: &'static str,
+        /// Why it is rejected.
+        detail: String,
+    },
+    /// The SQLite request ledger failed.
+    #[error("ledger {path}: {source}")]
+    Ledger {
+        /// The ledger database.
+        path: PathBuf,
+        /// The SQLite error.
+        source: rusqlite::Error,
+    },
+    /// A download failed or delivered the wrong bytes.
+    #[error("download {url}: {detail}")]
+    Download {
+        /// The source address.
+        url: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// An injected failure (tests of crash safety); never raised in normal use.
+    #[error("failpoint {0} triggered")]
+    Failpoint(String),
+}
+
+fn describe_ids(unknown: &[u64], deleted: &[u64]) -> String {
+    let mut parts = Vec::new();
+    if !unknown.is_empty() {
+        parts.push(format!(
+            "{} unknown sample id(s) (not in the training set): {}",
+            unknown.len(),
+            list(unknown)
+        ));
+    }
+    if !deleted.is_empty() {
+        parts.push(format!(
+            "{} sample id(s) already forgotten: {}",
+            deleted.len(),
+            list(deleted)
+        ));
+    }
+    parts.join("; ")
+}
+
+fn list(ids: &[u64]) -> String {
+    const SHOW: usize = 20;
+    let mut s: Vec<String> = ids.iter().take(SHOW).map(u64::to_string).collect();
+    if ids.len() > SHOW {
+        s.push(format!("... ({} more)", ids.len() - SHOW));
+    }
+    s.join(", ")
+}
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attaches a path to an `io::Error`.
+pub(crate) trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })
+    }
+}
+
+/// Shorthand for an [`Error::Invalid`].
+pub(crate) fn invalid(what: &'static str, detail: impl Into<String>) -> Error {
+    Error::Invalid {
+        what,
+        detail: detail.into(),
+    }
+}

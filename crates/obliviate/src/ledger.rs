@@ -1,0 +1,175 @@
+//! The request ledger: one SQLite row per committed forget request.
+//!
+//! The manifest is the commit point of a request; the ledger row is written just before it,
+//! tagged with the generation the request produces. Rows of a generation newer than the
+//! manifest's belong to a commit that never happened: readers ignore them and the next writer
+//! deletes them. So the ledger and the chain always agree.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, params};
+use serde::{Deserialize, Serialize};
+
+use crate::chain::sha256;
+use crate::error::{Error, Result};
+
+/// Ledger file name inside a run folder.
+pub const LEDGER: &str = "ledger.sqlite";
+
+/// Fitted power law y = a·x^(−h) + b of a residual series.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PowerLaw {
+    /// Scale.
+    pub a: f64,
+    /// Offset.
+    pub b: f64,
+    /// Decay exponent.
+    pub h: f64,
+}
+
+/// A committed forget request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Sequence number (1-based).
+    pub id: u64,
+    /// Manifest generation this request produced.
+    pub generation: u64,
+    /// Unix time of the commit.
+    pub created_unix: u64,
+    /// Ids forgotten.
+    pub ids: Vec<u64>,
+    /// First affected block d.
+    pub first_block: usize,
+    /// Last affected block L.
+    pub last_block: usize,
+    /// Block s where retraining stopped.
+    pub stop_block: usize,
+    /// ‖δ_k − δ'_k‖₁ for k = d..=s.
+    pub residuals_l1: Vec<f64>,
+    /// ‖δ_k − δ'_k‖₂ for k = d..=s.
+    pub residuals_l2: Vec<f64>,
+    /// Power-law fit at the stop (when the fit rule was used and a fit existed).
+    pub fit: Option<PowerLaw>,
+    /// `fit`, `relative`, or `end` (reached the last block).
+    pub stop_rule: String,
+    /// Wall-clock seconds of the request.
+    pub seconds: f64,
+    /// Test accuracy of the unlearned model.
+    pub test_accuracy: f64,
+    /// SHA-256 of the unlearned model file.
+    pub model_sha256: String,
+}
+
+/// An open ledger.
+pub struct Ledger {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger of a run folder.
+    pub fn open(run: &Path) -> Result<Ledger> {
+        let path = run.join(LEDGER);
+        let e = |source| Error::Ledger {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(e)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL;
+             CREATE TABLE IF NOT EXISTS requests (
+                 id INTEGER PRIMARY KEY,
+                 generation INTEGER NOT NULL UNIQUE,
+                 body TEXT NOT NULL,
+                 sha256 TEXT NOT NULL
+             );",
+        )
+        .map_err(e)?;
+        Ok(Ledger { conn, path })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> Error {
+        Error::Ledger {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Appends a request (durably) in its own transaction.
+    pub fn append(&mut self, r: &Request) -> Result<()> {
+        let body = serde_json::to_string(r)
+            .map_err(|e| crate::error::invalid("ledger row", e.to_string()))?;
+        crate::chain::atomic::hit("ledger:before-append")?;
+        let tx = self.conn.transaction().map_err(|e| Error::Ledger {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        tx.execute(
+            "INSERT INTO requests (id, generation, body, sha256) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                r.id as i64,
+                r.generation as i64,
+                body,
+                sha256(body.as_bytes())
+            ],
+        )
+        .map_err(|e| Error::Ledger {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        tx.commit().map_err(|e| Error::Ledger {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        crate::chain::atomic::hit("ledger:after-append")?;
+        Ok(())
+    }
+
+    /// Deletes rows of generations after `generation` (an interrupted commit's).
+    pub fn discard_after(&self, generation: u64) -> Result<usize> {
+        self.conn
+            .execute(
+                "DELETE FROM requests WHERE generation > ?1",
+                params![generation as i64],
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Committed requests (generation ≤ `generation`), oldest first; rows are checked against
+    /// their stored SHA-256.
+    pub fn list(&self, generation: u64) -> Result<Vec<Request>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, body, sha256 FROM requests WHERE generation <= ?1 ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![generation as i64], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, body, hash) = row.map_err(|e| self.err(e))?;
+            let actual = sha256(body.as_bytes());
+            if actual != hash {
+                return Err(Error::Checksum {
+                    path: self.path.join(format!("request {id}")),
+                    algo: "sha256",
+                    expected: hash,
+                    actual,
+                });
+            }
+            out.push(serde_json::from_str(&body).map_err(|e| Error::Format {
+                path: self.path.clone(),
+                format: "ledger row",
+                offset: 0,
+                detail: format!("request {id}: {e}"),
+            })?);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,28 @@
+//! obliviate: machine unlearning for deep networks (DeepObliviate, He et al. 2021, and beyond).
+//!
+//! Train a network block by block while storing each block's parameter increment; to forget
+//! samples, retrain from the first affected block only until the residual memory of the old
+//! increments has decayed, then stitch the remaining stored increments back on.
+//!
+//! Start at [`train::train`] and [`unlearn::forget`]; [`chain`] is the on-disk format.
+
+#![warn(missing_docs)]
+
+pub mod chain;
+pub mod data;
+pub mod error;
+pub mod ledger;
+pub mod model;
+pub mod optim;
+pub mod params;
+pub mod train;
+
+pub use error::{Error, Result};
+
+/// The default CPU backend (pure Rust), with autodiff.
+#[cfg(feature = "flex")]
+pub type CpuBackend = burn::backend::Autodiff<burn::backend::Flex>;
+
+/// burn's CUDA backend, with autodiff (`--features cuda`).
+#[cfg(feature = "cuda")]
+pub type CudaBackend = burn::backend::Autodiff<burn::backend::Cuda>;

@@ -1,0 +1,183 @@
+//! Block-wise training: the loop over blocks, the canonical increment after each block, and
+//! evaluation.
+//!
+//! Invariant kept here: after block i the model holds exactly θ_{i−1} + δ_i computed in f32 on
+//! the host, where δ_i = θ_i^raw − θ_{i−1}. Training continues from that value, so folding the
+//! stored increments reproduces every intermediate model and the served model bit for bit.
+
+mod progress;
+mod run;
+
+use burn::module::AutodiffModule;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::GradientsParams;
+use burn::prelude::Backend;
+use burn::tensor::ElementConversion;
+use burn::tensor::backend::AutodiffBackend;
+
+pub use progress::{NoProgress, Progress};
+pub use run::{TrainSummary, resume, retrain, train};
+
+use crate::chain::TrainConfig;
+use crate::data::split::epoch_order;
+use crate::data::{Dataset, Split};
+use crate::error::{Result, invalid};
+use crate::model::{ModelKind, Net};
+use crate::optim::Optimizer;
+use crate::params::{ParamSet, extract, load_into, trainable_mask};
+
+/// Name of the backend type, recorded in manifests.
+pub fn backend_name<B: Backend>() -> String {
+    B::name(&B::Device::default())
+}
+
+/// Owns a model and its optimizer state and trains one block at a time.
+pub struct BlockTrainer<'a, B: AutodiffBackend> {
+    data: &'a Dataset,
+    cfg: TrainConfig,
+    device: B::Device,
+    model: Option<Net<B>>,
+    opt: Optimizer<B::InnerBackend>,
+    theta: ParamSet,
+}
+
+/// What one block produced.
+pub struct BlockOutput {
+    /// δ_i.
+    pub delta: ParamSet,
+    /// o_i.
+    pub opt_state: ParamSet,
+    /// Optimizer steps so far.
+    pub step: u64,
+}
+
+impl<'a, B: AutodiffBackend> BlockTrainer<'a, B> {
+    /// Starts from parameters `theta` and optimizer state `opt_state` (θ_k, o_k of a chain).
+    pub fn new(
+        data: &'a Dataset,
+        kind: ModelKind,
+        cfg: TrainConfig,
+        theta: ParamSet,
+        opt_state: &ParamSet,
+        step: u64,
+        device: &B::Device,
+    ) -> Result<Self> {
+        cfg.optim.validate()?;
+        if cfg.batch_size == 0 || cfg.epochs_per_block == 0 {
+            return Err(invalid(
+                "training",
+                "batch size and epochs per block must be at least 1",
+            ));
+        }
+        let net = Net::<B>::new(kind, data.shape, data.classes, cfg.seed, device)?;
+        let net = load_into(net, &theta, device)?;
+        let mask = trainable_mask(&net);
+        let opt = Optimizer::from_state(cfg.optim, &theta, &mask, opt_state, step, device)?;
+        Ok(BlockTrainer {
+            data,
+            cfg,
+            device: device.clone(),
+            model: Some(net),
+            opt,
+            theta,
+        })
+    }
+
+    /// Fresh θ_0 and o_0 for `kind` on `data` from the config's seed.
+    pub fn initial(
+        data: &Dataset,
+        kind: ModelKind,
+        cfg: &TrainConfig,
+        device: &B::Device,
+    ) -> Result<(ParamSet, ParamSet)> {
+        let net = Net::<B>::new(kind, data.shape, data.classes, cfg.seed, device)?;
+        let theta = extract(&net);
+        let opt =
+            Optimizer::<B::InnerBackend>::zero_state(cfg.optim, &theta, &trainable_mask(&net));
+        Ok((theta, opt))
+    }
+
+    /// The current canonical parameters θ.
+    pub fn theta(&self) -> &ParamSet {
+        &self.theta
+    }
+
+    /// The current model, for evaluation.
+    pub fn model(&self) -> &Net<B> {
+        self.model
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("model is only taken inside run_block"))
+    }
+
+    /// Trains block `block` (1-based) on `ids` for E epochs and returns δ and o.
+    pub fn run_block(&mut self, block: usize, ids: &[u64]) -> Result<BlockOutput> {
+        let mut rows = Vec::with_capacity(ids.len());
+        let train = &self.data.train;
+        let loss_fn = CrossEntropyLossConfig::new().init::<B>(&self.device);
+        let mut model = self
+            .model
+            .take()
+            .unwrap_or_else(|| unreachable!("model present between blocks"));
+        for epoch in 0..self.cfg.epochs_per_block {
+            rows.clear();
+            for id in epoch_order(ids, self.cfg.seed, block, epoch) {
+                rows.push(train.row(id).ok_or_else(|| {
+                    invalid("sample id", format!("{id} is not in the training set"))
+                })?);
+            }
+            for batch in rows.chunks(self.cfg.batch_size) {
+                let (x, y) = self.data.batch::<B>(Split::Train, batch, &self.device);
+                let loss = loss_fn.forward(model.forward(x), y);
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = self.opt.step(model, grads);
+            }
+        }
+        let raw = extract(&model);
+        let delta = raw.sub(&self.theta)?;
+        self.theta.add_assign(&delta)?;
+        let model = if raw.bit_identical(&self.theta) {
+            model
+        } else {
+            load_into(model, &self.theta, &self.device)?
+        };
+        self.model = Some(model);
+        Ok(BlockOutput {
+            delta,
+            opt_state: self.opt.to_state(),
+            step: self.opt.step,
+        })
+    }
+}
+
+/// Share of `split` samples that `model` classifies correctly.
+pub fn accuracy<B: Backend>(
+    model: &Net<B>,
+    data: &Dataset,
+    split: Split,
+    device: &B::Device,
+) -> f64 {
+    let n = data.samples(split).len();
+    if n == 0 {
+        return 0.0;
+    }
+    let rows: Vec<usize> = (0..n).collect();
+    let mut correct = 0i64;
+    for chunk in rows.chunks(1000) {
+        let (x, y) = data.batch::<B>(split, chunk, device);
+        let pred = model.forward(x).argmax(1).reshape([chunk.len()]);
+        correct += pred.equal(y).int().sum().into_scalar().elem::<i64>();
+    }
+    correct as f64 / n as f64
+}
+
+/// Test accuracy of parameters `theta` for `kind` (evaluated without autodiff).
+pub fn test_accuracy<B: AutodiffBackend>(
+    data: &Dataset,
+    kind: ModelKind,
+    theta: &ParamSet,
+    device: &B::Device,
+) -> Result<f64> {
+    let net = Net::<B>::new(kind, data.shape, data.classes, 0, device)?;
+    let net = load_into(net, theta, device)?.valid();
+    Ok(accuracy(&net, data, Split::Test, device))
+}
