@@ -27,7 +27,7 @@ macro_rules! on_backend {
                 let $dev = Default::default();
                 $body
             }
-            other => bail!(
+            other => anyhow::bail!(
                 "unknown --device {other:?}; this build supports: cpu{}",
                 if cfg!(feature = "cuda") {
                     ", cuda"
@@ -38,6 +38,8 @@ macro_rules! on_backend {
         }
     }};
 }
+
+pub(crate) use on_backend;
 
 /// Prints `value` as one JSON line (with `--json`) or runs `text`.
 pub fn emit(env: &Env, value: &serde_json::Value, text: impl FnOnce()) {
@@ -79,6 +81,7 @@ fn config(args: &TrainArgs) -> Result<TrainConfig> {
         batch_size: args.batch_size,
         optim,
         seed: args.seed,
+        lr_final: args.lr_final,
     })
 }
 
@@ -288,6 +291,154 @@ pub fn fetch(name: &str, mirror: Option<&str>, env: &Env) -> Result<()> {
                 }
             );
         }
+    });
+    Ok(())
+}
+
+/// Reads the ids of `--ids` or `--ids-file` (one per line, or a JSON array).
+pub fn read_ids(args: &crate::IdArgs) -> Result<Vec<u64>> {
+    if let Some(ids) = &args.ids {
+        return Ok(ids.clone());
+    }
+    let Some(path) = &args.ids_file else {
+        bail!("give --ids or --ids-file")
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let t = text.trim();
+    if t.starts_with('[') {
+        return serde_json::from_str(t).with_context(|| {
+            format!(
+                "{}: not a JSON array of non-negative integers",
+                path.display()
+            )
+        });
+    }
+    t.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(|(i, l)| {
+            l.trim().parse::<u64>().with_context(|| {
+                format!(
+                    "{}:{}: {:?} is not a sample id",
+                    path.display(),
+                    i + 1,
+                    l.trim()
+                )
+            })
+        })
+        .collect()
+}
+
+/// Turns the stop flags into library options.
+pub fn forget_options(
+    stop: &crate::StopArgs,
+    skip_missing: bool,
+) -> Result<obliviate::unlearn::ForgetOptions> {
+    use obliviate::unlearn::StopRule;
+    let rule = match stop.stop.as_str() {
+        "fit" => StopRule::Fit {
+            epsilon: stop.epsilon,
+        },
+        "relative" => StopRule::Relative { rho: stop.rho },
+        other => bail!("unknown --stop {other:?}; expected fit or relative"),
+    };
+    Ok(obliviate::unlearn::ForgetOptions {
+        stop: rule,
+        min_points: stop.min_points,
+        skip_missing,
+    })
+}
+
+pub fn forget(
+    run: &Path,
+    ids: &crate::IdArgs,
+    stop: &crate::StopArgs,
+    skip_missing: bool,
+    plot: Option<&Path>,
+    env: &Env,
+) -> Result<()> {
+    let ids = read_ids(ids)?;
+    let opts = forget_options(stop, skip_missing)?;
+    let data = run_data(&Chain::open(run)?, env)?;
+    let mut bars = Bars::new(env.json);
+    let r = on_backend!(env, B, device => obliviate::unlearn::forget::<B>(run, &data, &ids, &opts, &device, &mut bars)?);
+    if let Some(p) = plot {
+        obliviate::report::plot::residuals(p, &r)?;
+    }
+    let v = json!({
+        "first_block": r.first_block, "last_block": r.last_block, "stop_block": r.stop_block,
+        "blocks_retrained": r.blocks_retrained, "residuals": r.residuals, "residuals_l2": r.residuals_l2,
+        "fit": r.fit, "stop_rule": r.stop_rule, "seconds": r.seconds, "test_accuracy": r.test_accuracy,
+        "model_sha256": r.model_sha256, "request": r.request, "ids": r.ids, "skipped": r.skipped,
+    });
+    emit(env, &v, || {
+        println!(
+            "request {}: forgot {} id(s){}",
+            r.request,
+            r.ids.len(),
+            if r.skipped.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (skipped {} unknown or already forgotten)",
+                    r.skipped.len()
+                )
+            }
+        );
+        println!("  first affected block d   {}", r.first_block);
+        println!("  last affected block L    {}", r.last_block);
+        println!(
+            "  stopped at block s       {} ({} rule)",
+            r.stop_block, r.stop_rule
+        );
+        println!(
+            "  blocks retrained         {} of {}",
+            r.blocks_retrained,
+            data_blocks(run)
+        );
+        if let Some(f) = r.fit {
+            println!(
+                "  fit                      y = {:.4e}·x^(-{:.3}) + {:.4e}",
+                f.a, f.h, f.b
+            );
+        }
+        println!(
+            "  residual r_d .. r_s      {:.4e} .. {:.4e}",
+            r.residuals.first().unwrap_or(&0.0),
+            r.residuals.last().unwrap_or(&0.0)
+        );
+        println!("  seconds                  {:.2}", r.seconds);
+        println!(
+            "  test accuracy            {:.2} %",
+            100.0 * r.test_accuracy
+        );
+        println!("  model sha256             {}", r.model_sha256);
+        if let Some(p) = plot {
+            println!("  plot                     {}", p.display());
+        }
+    });
+    Ok(())
+}
+
+fn data_blocks(run: &Path) -> usize {
+    Chain::open(run)
+        .map(|c| c.manifest.blocks.len())
+        .unwrap_or(0)
+}
+
+pub fn retrain(run: &Path, out: &Path, env: &Env) -> Result<()> {
+    let data = run_data(&Chain::open(run)?, env)?;
+    let mut bars = Bars::new(env.json);
+    let s = on_backend!(env, B, device => obliviate::train::retrain::<B>(run, out, &data, &device, &mut bars)?);
+    emit(env, &serde_json::to_value(&s)?, || {
+        println!(
+            "retrained {} blocks from scratch in {:.1} s",
+            s.blocks, s.seconds
+        );
+        println!("test accuracy  {:.2} %", 100.0 * s.test_accuracy);
+        println!("model sha256   {}", s.model_sha256);
+        println!("run            {}", out.display());
     });
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `obliviate`: the command-line front end of the unlearning engine.
 
 mod commands;
+mod demo;
 mod progress;
 
 use std::path::PathBuf;
@@ -56,6 +57,9 @@ pub struct TrainArgs {
     /// SGD momentum.
     #[arg(long, default_value_t = 0.9)]
     momentum: f64,
+    /// Learning rate of the last block as a fraction of --lr (inverse-time decay over blocks; 1 = constant).
+    #[arg(long, default_value_t = 1.0)]
+    lr_final: f64,
     /// L2 weight decay.
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
@@ -68,6 +72,35 @@ pub struct TrainArgs {
     /// Use only the first N test samples.
     #[arg(long)]
     test_limit: Option<usize>,
+}
+
+/// Which ids to forget.
+#[derive(Args, Clone)]
+#[group(required = true, multiple = false)]
+pub struct IdArgs {
+    /// Comma-separated sample ids.
+    #[arg(long, value_delimiter = ',')]
+    ids: Option<Vec<u64>>,
+    /// File with one id per line, or a JSON array of ids.
+    #[arg(long)]
+    ids_file: Option<PathBuf>,
+}
+
+/// When to stop retraining.
+#[derive(Args, Clone)]
+pub struct StopArgs {
+    /// Stop rule: fit (power-law slope below --epsilon) or relative (r_k / r_d below --rho).
+    #[arg(long, default_value = "fit")]
+    stop: String,
+    /// Slope threshold of the fit rule.
+    #[arg(long, default_value_t = 1e-5)]
+    epsilon: f64,
+    /// Ratio threshold of the relative rule.
+    #[arg(long, default_value_t = 0.05)]
+    rho: f64,
+    /// Fewest residuals before stopping.
+    #[arg(long, default_value_t = 15)]
+    min_points: usize,
 }
 
 #[derive(Subcommand)]
@@ -109,6 +142,47 @@ enum Command {
         #[command(flatten)]
         env: Env,
     },
+    /// Forget training samples: retrain from the first affected block until residual memory decays.
+    Forget {
+        /// Run folder.
+        run: PathBuf,
+        #[command(flatten)]
+        ids: IdArgs,
+        #[command(flatten)]
+        stop: StopArgs,
+        /// Ignore unknown or already forgotten ids instead of failing.
+        #[arg(long)]
+        skip_missing: bool,
+        /// Write a residual-memory plot (PNG or SVG by extension).
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        #[command(flatten)]
+        env: Env,
+    },
+    /// Retrain from scratch (same seed, split and order) without every forgotten id: the gold standard.
+    Retrain {
+        /// Run folder whose forgotten ids are left out.
+        run: PathBuf,
+        /// New run folder.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        env: Env,
+    },
+    /// Train on the bundled MNIST subset, forget random ids, retrain from scratch, compare.
+    Demo {
+        /// Where to keep the runs (default: a fresh temporary folder, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Number of single-id forget requests.
+        #[arg(long, default_value_t = 3)]
+        requests: usize,
+        /// Seed of the training run and of the ids picked.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        env: Env,
+    },
     /// Dataset files.
     Data {
         #[command(subcommand)]
@@ -142,6 +216,21 @@ fn main() {
         Command::Eval { run, env } => commands::eval(&run, &env),
         Command::Info { run, ids, env } => commands::info(&run, ids, &env),
         Command::Check { run, env } => commands::check(&run, &env),
+        Command::Forget {
+            run,
+            ids,
+            stop,
+            skip_missing,
+            plot,
+            env,
+        } => commands::forget(&run, &ids, &stop, skip_missing, plot.as_deref(), &env),
+        Command::Retrain { run, out, env } => commands::retrain(&run, &out, &env),
+        Command::Demo {
+            dir,
+            requests,
+            seed,
+            env,
+        } => demo::demo(dir.as_deref(), requests, seed, &env),
         Command::Data {
             command: DataCommand::Fetch { name, mirror, env },
         } => commands::fetch(&name, mirror.as_deref(), &env),

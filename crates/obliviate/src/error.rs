@@ -77,6 +77,14 @@ pub enum Error {
         /// What went wrong.
         detail: String,
     },
+    /// A figure could not be drawn or written.
+    #[error("{path}: cannot render figure: {detail}")]
+    Render {
+        /// The image file.
+        path: PathBuf,
+        /// What plotters reported.
+        detail: String,
+    },
     /// An injected failure (tests of crash safety); never raised in normal use.
     #[error("failpoint {0} triggered")]
     Failpoint(String),

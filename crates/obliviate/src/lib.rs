@@ -15,7 +15,9 @@ pub mod ledger;
 pub mod model;
 pub mod optim;
 pub mod params;
+pub mod report;
 pub mod train;
+pub mod unlearn;
 
 pub use error::{Error, Result};
 

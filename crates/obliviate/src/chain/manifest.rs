@@ -53,6 +53,27 @@ pub struct TrainConfig {
     pub optim: OptimConfig,
     /// Seed of the split, the initial weights and the minibatch order.
     pub seed: u64,
+    /// Learning rate of the last block as a fraction of the first (inverse-time decay across
+    /// blocks; 1 = constant). Decaying the rate makes increments, and so residual memory,
+    /// decay as a power law, which is what lets forgetting stop early.
+    #[serde(default = "one")]
+    pub lr_final: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl TrainConfig {
+    /// Learning rate used for block `block` (1-based):
+    /// lr / (1 + (block − 1)·(1/lr_final − 1)/(B − 1)).
+    pub fn lr_at(&self, block: usize) -> f64 {
+        if self.blocks <= 1 || self.lr_final >= 1.0 || self.lr_final <= 0.0 {
+            return self.optim.lr;
+        }
+        let t = (block.saturating_sub(1)) as f64 / (self.blocks - 1) as f64;
+        self.optim.lr / (1.0 + t * (1.0 / self.lr_final - 1.0))
+    }
 }
 
 /// One block of the chain.

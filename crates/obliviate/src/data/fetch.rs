@@ -17,105 +17,136 @@ use super::{DatasetName, hex};
 use crate::error::{Error, IoContext, Result};
 
 /// A digest published for a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Digest {
     /// SHA-256 of the file.
-    Sha256(&'static str),
+    Sha256(String),
     /// MD5 of the file (torchvision's checks for CIFAR-10 and SVHN).
-    Md5(&'static str),
+    Md5(String),
     /// git blob SHA-1: `sha1("blob <len>\0" + bytes)`, as a repository stores the file.
-    GitBlobSha1(&'static str),
+    GitBlobSha1(String),
 }
 
 /// One downloadable file.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Source {
     /// File name (also the name on the mirror).
-    pub file: &'static str,
+    pub file: String,
     /// Canonical address.
-    pub url: &'static str,
+    pub url: String,
     /// Published digest.
     pub digest: Digest,
     /// What to unpack from the archive after verification (empty: keep as is).
-    pub unpack: &'static [&'static str],
+    pub unpack: Vec<String>,
+}
+
+struct Src {
+    file: &'static str,
+    url: &'static str,
+    digest: (&'static str, &'static str),
+    unpack: &'static [&'static str],
 }
 
 /// The files making up `name`, from their canonical sources.
-pub fn sources(name: DatasetName) -> &'static [Source] {
+pub fn sources(name: DatasetName) -> Vec<Source> {
+    static_sources(name)
+        .iter()
+        .map(|s| Source {
+            file: s.file.into(),
+            url: s.url.into(),
+            digest: match s.digest.0 {
+                "sha256" => Digest::Sha256(s.digest.1.into()),
+                "md5" => Digest::Md5(s.digest.1.into()),
+                _ => Digest::GitBlobSha1(s.digest.1.into()),
+            },
+            unpack: s.unpack.iter().map(|u| u.to_string()).collect(),
+        })
+        .collect()
+}
+
+fn static_sources(name: DatasetName) -> &'static [Src] {
     match name {
         DatasetName::MnistMini => &[],
         DatasetName::Mnist => &[
-            Source {
+            Src {
                 file: "train-images-idx3-ubyte.gz",
                 url: "https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz",
-                digest: Digest::Sha256(
+                digest: (
+                    "sha256",
                     "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
                 ),
                 unpack: &[],
             },
-            Source {
+            Src {
                 file: "train-labels-idx1-ubyte.gz",
                 url: "https://ossci-datasets.s3.amazonaws.com/mnist/train-labels-idx1-ubyte.gz",
-                digest: Digest::Sha256(
+                digest: (
+                    "sha256",
                     "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
                 ),
                 unpack: &[],
             },
-            Source {
+            Src {
                 file: "t10k-images-idx3-ubyte.gz",
                 url: "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-images-idx3-ubyte.gz",
-                digest: Digest::Sha256(
+                digest: (
+                    "sha256",
                     "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
                 ),
                 unpack: &[],
             },
-            Source {
+            Src {
                 file: "t10k-labels-idx1-ubyte.gz",
                 url: "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-labels-idx1-ubyte.gz",
-                digest: Digest::Sha256(
+                digest: (
+                    "sha256",
                     "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
                 ),
                 unpack: &[],
             },
         ],
         DatasetName::FashionMnist => &[
-            Source {
+            Src {
                 file: "train-images-idx3-ubyte.gz",
                 url: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-images-idx3-ubyte.gz",
-                digest: Digest::Sha256(
+                digest: (
+                    "sha256",
                     "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
                 ),
                 unpack: &[],
             },
-            Source {
+            Src {
                 file: "train-labels-idx1-ubyte.gz",
                 url: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-labels-idx1-ubyte.gz",
-                digest: Digest::Sha256(
+                digest: (
+                    "sha256",
                     "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
                 ),
                 unpack: &[],
             },
-            Source {
+            Src {
                 file: "t10k-images-idx3-ubyte.gz",
                 url: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-images-idx3-ubyte.gz",
-                digest: Digest::Sha256(
+                digest: (
+                    "sha256",
                     "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
                 ),
                 unpack: &[],
             },
-            Source {
+            Src {
                 file: "t10k-labels-idx1-ubyte.gz",
                 url: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-labels-idx1-ubyte.gz",
-                digest: Digest::Sha256(
+                digest: (
+                    "sha256",
                     "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
                 ),
                 unpack: &[],
             },
         ],
-        DatasetName::Cifar10 => &[Source {
+        DatasetName::Cifar10 => &[Src {
             file: "cifar-10-binary.tar.gz",
             url: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
-            digest: Digest::Md5("c32a1d4ab5d03f1284b67883e8d87530"),
+            digest: ("md5", "c32a1d4ab5d03f1284b67883e8d87530"),
             unpack: &[
                 "data_batch_1.bin",
                 "data_batch_2.bin",
@@ -127,23 +158,23 @@ pub fn sources(name: DatasetName) -> &'static [Source] {
             ],
         }],
         DatasetName::Svhn => &[
-            Source {
+            Src {
                 file: "train_32x32.mat",
                 url: "http://ufldl.stanford.edu/housenumbers/train_32x32.mat",
-                digest: Digest::Md5("e26dedcc434d2e4c54c9b2d4a06d8373"),
+                digest: ("md5", "e26dedcc434d2e4c54c9b2d4a06d8373"),
                 unpack: &[],
             },
-            Source {
+            Src {
                 file: "test_32x32.mat",
                 url: "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
-                digest: Digest::Md5("eb5a983be6a315427106f1b164d9cef3"),
+                digest: ("md5", "eb5a983be6a315427106f1b164d9cef3"),
                 unpack: &[],
             },
         ],
-        DatasetName::Purchase => &[Source {
+        DatasetName::Purchase => &[Src {
             file: "dataset_purchase.tgz",
             url: "https://github.com/privacytrustlab/datasets/raw/master/dataset_purchase.tgz",
-            digest: Digest::GitBlobSha1("3efa7476ad5ed7ac3e558d28585a186b38fc5f19"),
+            digest: ("git", "3efa7476ad5ed7ac3e558d28585a186b38fc5f19"),
             unpack: &["dataset_purchase"],
         }],
     }
@@ -179,16 +210,26 @@ pub fn fetch(
     mirror: Option<&str>,
     progress: &mut ProgressFn<'_>,
 ) -> Result<Vec<Fetched>> {
-    let dest = dir.join(name.folder());
+    fetch_sources(&sources(name), &dir.join(name.folder()), mirror, progress)
+}
+
+/// Downloads and verifies `sources` into `dest` (see [`fetch`]).
+pub fn fetch_sources(
+    sources: &[Source],
+    dest: &Path,
+    mirror: Option<&str>,
+    progress: &mut ProgressFn<'_>,
+) -> Result<Vec<Fetched>> {
+    let dest = dest.to_path_buf();
     std::fs::create_dir_all(&dest).at(&dest)?;
     let mut out = Vec::new();
-    for src in sources(name) {
+    for src in sources {
         let url = match mirror {
             Some(m) => format!("{}/{}", m.trim_end_matches('/'), src.file),
-            None => src.url.to_string(),
+            None => src.url.clone(),
         };
-        let path = dest.join(src.file);
-        let downloaded = if path.is_file() && verify_file(&path, src.digest).is_ok() {
+        let path = dest.join(&src.file);
+        let downloaded = if path.is_file() && verify_file(&path, &src.digest).is_ok() {
             false
         } else {
             download(&url, &path, src, progress)?;
@@ -202,7 +243,7 @@ pub fn fetch(
             downloaded,
         });
         if !src.unpack.is_empty() {
-            for f in unpack(&path, &dest, src.unpack)? {
+            for f in unpack(&path, &dest, &src.unpack)? {
                 let (sha256, bytes) = sha256_file(&f)?;
                 out.push(Fetched {
                     path: f,
@@ -238,7 +279,7 @@ fn download(url: &str, path: &Path, src: &Source, progress: &mut ProgressFn<'_>)
     let mut reader = resp.into_reader();
     let mut buf = vec![0u8; 1 << 16];
     let mut done = 0u64;
-    let mut h = match src.digest {
+    let mut h = match &src.digest {
         Digest::Sha256(_) => Hasher::Sha256(Sha256::new()),
         Digest::Md5(_) => Hasher::Md5(Md5::new()),
         Digest::GitBlobSha1(_) => {
@@ -264,7 +305,7 @@ fn download(url: &str, path: &Path, src: &Source, progress: &mut ProgressFn<'_>)
             Hasher::Git(s) => s.update(&buf[..n]),
         }
         done += n as u64;
-        progress(src.file, done, total);
+        progress(&src.file, done, total);
     }
     if let Some(t) = total.filter(|&t| t != done) {
         let _ = std::fs::remove_file(&part);
@@ -277,7 +318,7 @@ fn download(url: &str, path: &Path, src: &Source, progress: &mut ProgressFn<'_>)
         Hasher::Md5(s) => hex(&s.finalize()),
         Hasher::Git(s) => hex(&s.finalize()),
     };
-    let (algo, expected) = describe(src.digest);
+    let (algo, expected) = describe(&src.digest);
     if actual != expected {
         let _ = std::fs::remove_file(&part);
         return Err(Error::Checksum {
@@ -291,7 +332,7 @@ fn download(url: &str, path: &Path, src: &Source, progress: &mut ProgressFn<'_>)
     Ok(())
 }
 
-fn describe(d: Digest) -> (&'static str, &'static str) {
+fn describe(d: &Digest) -> (&'static str, &str) {
     match d {
         Digest::Sha256(s) => ("sha256", s),
         Digest::Md5(s) => ("md5", s),
@@ -300,7 +341,7 @@ fn describe(d: Digest) -> (&'static str, &'static str) {
 }
 
 /// Checks a file on disk against a published digest.
-pub fn verify_file(path: &Path, digest: Digest) -> Result<()> {
+pub fn verify_file(path: &Path, digest: &Digest) -> Result<()> {
     let bytes = std::fs::read(path).at(path)?;
     let actual = match digest {
         Digest::Sha256(_) => hex(&Sha256::digest(&bytes)),
@@ -333,7 +374,7 @@ fn sha256_file(path: &Path) -> Result<(String, u64)> {
 }
 
 /// Extracts the named members of a `.tar.gz` into `dest` (flat; other members are ignored).
-fn unpack(archive: &Path, dest: &Path, wanted: &[&str]) -> Result<Vec<PathBuf>> {
+fn unpack(archive: &Path, dest: &Path, wanted: &[String]) -> Result<Vec<PathBuf>> {
     let file = std::fs::File::open(archive).at(archive)?;
     let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let fmt = |detail: String| Error::Format {
@@ -355,7 +396,7 @@ fn unpack(archive: &Path, dest: &Path, wanted: &[&str]) -> Result<Vec<PathBuf>> 
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_default();
-        if !wanted.contains(&name.as_str()) || !entry.header().entry_type().is_file() {
+        if !wanted.iter().any(|w| *w == name) || !entry.header().entry_type().is_file() {
             continue;
         }
         let target = sub.join(&name);

@@ -115,6 +115,8 @@ pub struct Optimizer<B: Backend> {
     cfg: OptimConfig,
     /// Steps taken so far (Adam's bias correction needs it).
     pub step: u64,
+    /// Learning rate of the next steps (set per block by the schedule).
+    pub lr: f64,
     names: Vec<String>,
     shapes: Vec<Vec<usize>>,
     trainable: Vec<bool>,
@@ -186,6 +188,7 @@ impl<B: Backend> Optimizer<B> {
         Ok(Optimizer {
             cfg,
             step,
+            lr: cfg.lr,
             names: template.tensors.iter().map(|t| t.name.clone()).collect(),
             shapes: template.tensors.iter().map(|t| t.shape.clone()).collect(),
             trainable: trainable.to_vec(),
@@ -250,6 +253,7 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for StepMapper<'_, AB> {
             return Param::from_mapped_value(id, tensor, mapper);
         };
         let cfg = self.opt.cfg;
+        let lr = self.opt.lr;
         let dims = tensor.dims();
         let n: usize = dims.iter().product();
         let p = tensor.inner().reshape([n]);
@@ -267,7 +271,7 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for StepMapper<'_, AB> {
                 } else {
                     g
                 };
-                p - update.mul_scalar(cfg.lr)
+                p - update.mul_scalar(lr)
             }
             OptimizerKind::Adam => {
                 let t = self.opt.step as i32;
@@ -279,7 +283,7 @@ impl<AB: AutodiffBackend> ModuleMapper<AB> for StepMapper<'_, AB> {
                 slots[1] = v.clone();
                 let bc1 = 1.0 - cfg.beta1.powi(t);
                 let bc2 = 1.0 - cfg.beta2.powi(t);
-                let step_size = cfg.lr / bc1;
+                let step_size = lr / bc1;
                 let denom = v.div_scalar(bc2).sqrt().add_scalar(cfg.eps);
                 p - m.div(denom).mul_scalar(step_size)
             }

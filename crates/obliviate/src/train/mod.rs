@@ -63,6 +63,12 @@ impl<'a, B: AutodiffBackend> BlockTrainer<'a, B> {
         device: &B::Device,
     ) -> Result<Self> {
         cfg.optim.validate()?;
+        if !(cfg.lr_final > 0.0 && cfg.lr_final <= 1.0) {
+            return Err(invalid(
+                "final learning-rate fraction",
+                format!("{} (must be in (0, 1])", cfg.lr_final),
+            ));
+        }
         if cfg.batch_size == 0 || cfg.epochs_per_block == 0 {
             return Err(invalid(
                 "training",
@@ -114,6 +120,7 @@ impl<'a, B: AutodiffBackend> BlockTrainer<'a, B> {
         let mut rows = Vec::with_capacity(ids.len());
         let train = &self.data.train;
         let loss_fn = CrossEntropyLossConfig::new().init::<B>(&self.device);
+        self.opt.lr = self.cfg.lr_at(block);
         let mut model = self
             .model
             .take()

@@ -1,0 +1,3 @@
+//! Figures and reports about runs and requests.
+
+pub mod plot;

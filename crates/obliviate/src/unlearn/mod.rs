@@ -1,0 +1,334 @@
+//! Forgetting: retrain from the first affected block, measure residual memory, stop when it has
+//! decayed, stitch the stored increments back on, and commit atomically.
+
+pub mod fit;
+mod stop;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Instant;
+
+use burn::tensor::backend::AutodiffBackend;
+use serde::Serialize;
+
+pub use stop::{StopDecision, StopRule, decide};
+
+use crate::chain::{Chain, FileRef};
+use crate::data::Dataset;
+use crate::error::{Error, Result, invalid};
+use crate::ledger::{Ledger, PowerLaw, Request};
+use crate::params::{FileMeta, ParamSet};
+use crate::train::{BlockTrainer, Progress, test_accuracy};
+
+/// How a forget request is carried out.
+#[derive(Debug, Clone, Copy)]
+pub struct ForgetOptions {
+    /// When to stop retraining after the last affected block.
+    pub stop: StopRule,
+    /// Fewest residuals (blocks retrained) before the stop rule may fire.
+    pub min_points: usize,
+    /// Ignore unknown or already forgotten ids instead of failing.
+    pub skip_missing: bool,
+}
+
+impl Default for ForgetOptions {
+    fn default() -> Self {
+        ForgetOptions {
+            stop: StopRule::Fit { epsilon: 1e-5 },
+            min_points: 15,
+            skip_missing: false,
+        }
+    }
+}
+
+/// What a committed forget request did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForgetReport {
+    /// Ledger sequence number of the request.
+    pub request: u64,
+    /// Ids forgotten (after `--skip-missing` filtering).
+    pub ids: Vec<u64>,
+    /// Ids ignored by `--skip-missing`.
+    pub skipped: Vec<u64>,
+    /// d.
+    pub first_block: usize,
+    /// L.
+    pub last_block: usize,
+    /// s.
+    pub stop_block: usize,
+    /// s − d + 1.
+    pub blocks_retrained: usize,
+    /// r_k = ‖δ_k − δ'_k‖₁ for k = d..=s.
+    pub residuals: Vec<f64>,
+    /// ‖δ_k − δ'_k‖₂ for k = d..=s.
+    pub residuals_l2: Vec<f64>,
+    /// Fitted decay at the stop, if the fit rule was used.
+    pub fit: Option<PowerLaw>,
+    /// Which rule ended retraining: `fit`, `relative` or `end`.
+    pub stop_rule: String,
+    /// Wall-clock seconds from opening the run to the commit.
+    pub seconds: f64,
+    /// Test accuracy of the unlearned model.
+    pub test_accuracy: f64,
+    /// SHA-256 of the unlearned model file.
+    pub model_sha256: String,
+}
+
+/// Splits requested ids into (to forget, unknown, already forgotten).
+fn classify(chain: &Chain, data: &Dataset, ids: &[u64]) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
+    let wanted: BTreeSet<u64> = ids.iter().copied().collect();
+    let (mut ok, mut unknown, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+    for id in wanted {
+        if data.train.row(id).is_none() {
+            unknown.push(id);
+        } else if chain.manifest.deleted.binary_search(&id).is_ok() {
+            gone.push(id);
+        } else {
+            ok.push(id);
+        }
+    }
+    (ok, unknown, gone)
+}
+
+/// Forgets `ids` from the run in `run` and commits the new chain; see the module docs.
+pub fn forget<B: AutodiffBackend>(
+    run: &Path,
+    data: &Dataset,
+    ids: &[u64],
+    opts: &ForgetOptions,
+    device: &B::Device,
+    progress: &mut dyn Progress,
+) -> Result<ForgetReport> {
+    let start = Instant::now();
+    let mut chain = Chain::open_mut(run)?;
+    let mut ledger = Ledger::open(run)?;
+    ledger.discard_after(chain.manifest.generation)?;
+    chain.check_dataset(data)?;
+    if !chain.manifest.is_complete() {
+        return Err(invalid(
+            "run",
+            "training is not finished; run `obliviate train --resume` first",
+        ));
+    }
+    if ids.is_empty() {
+        return Err(invalid("ids", "no ids given"));
+    }
+    let (ok, unknown, gone) = classify(&chain, data, ids);
+    if (!unknown.is_empty() || !gone.is_empty()) && !opts.skip_missing {
+        return Err(Error::Ids {
+            unknown,
+            deleted: gone,
+        });
+    }
+    let mut skipped = unknown;
+    skipped.extend(gone);
+    skipped.sort_unstable();
+    if ok.is_empty() {
+        return Err(invalid(
+            "ids",
+            format!(
+                "nothing left to forget: all {} id(s) were unknown or already forgotten",
+                skipped.len()
+            ),
+        ));
+    }
+    let removed: BTreeSet<u64> = ok.iter().copied().collect();
+    let blocks: BTreeSet<usize> = ok
+        .iter()
+        .map(|&id| {
+            chain
+                .manifest
+                .block_of(id)
+                .ok_or_else(|| invalid("ids", format!("id {id} is in no block")))
+        })
+        .collect::<Result<_>>()?;
+    let (d, l) = (*blocks.first().unwrap_or(&1), *blocks.last().unwrap_or(&1));
+    let replayed = replay::<B>(&chain, data, &removed, d, l, opts, device, progress)?;
+
+    // Commit: new files were written under the next generation; record, then switch manifest.
+    let generation = chain.manifest.generation + 1;
+    let model = chain.write_set(
+        &format!("model.g{generation}.safetensors"),
+        &replayed.model,
+        &FileMeta {
+            kind: "model".into(),
+            block: chain.manifest.blocks.len() as u64,
+            ..Default::default()
+        },
+    )?;
+    let acc = test_accuracy::<B>(data, chain.manifest.model, &replayed.model, device)?;
+    let request = ledger
+        .list(chain.manifest.generation)?
+        .last()
+        .map_or(1, |r| r.id + 1);
+    let report = ForgetReport {
+        request,
+        ids: ok.clone(),
+        skipped,
+        first_block: d,
+        last_block: l,
+        stop_block: replayed.stop_block,
+        blocks_retrained: replayed.stop_block - d + 1,
+        residuals: replayed.residuals.iter().map(|n| n.0).collect(),
+        residuals_l2: replayed.residuals.iter().map(|n| n.1).collect(),
+        fit: replayed.fit,
+        stop_rule: replayed.rule.to_string(),
+        seconds: start.elapsed().as_secs_f64(),
+        test_accuracy: acc,
+        model_sha256: model.sha256.clone(),
+    };
+    ledger.append(&Request {
+        id: request,
+        generation,
+        created_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        ids: report.ids.clone(),
+        first_block: d,
+        last_block: l,
+        stop_block: report.stop_block,
+        residuals_l1: report.residuals.clone(),
+        residuals_l2: report.residuals_l2.clone(),
+        fit: report.fit,
+        stop_rule: report.stop_rule.clone(),
+        seconds: report.seconds,
+        test_accuracy: acc,
+        model_sha256: model.sha256.clone(),
+    })?;
+    let m = &mut chain.manifest;
+    for (k, (delta, opt, step)) in replayed.files.into_iter().enumerate() {
+        let rec = &mut m.blocks[d - 1 + k];
+        rec.delta = Some(delta);
+        rec.opt = Some(opt);
+        rec.step = step;
+    }
+    for rec in &mut m.blocks {
+        rec.ids.retain(|id| !removed.contains(id));
+    }
+    m.deleted.extend(ok);
+    m.deleted.sort_unstable();
+    m.model_file = Some(model);
+    m.test_accuracy = Some(acc);
+    m.generation = generation;
+    chain.commit()?;
+    chain.collect_garbage()?;
+    Ok(report)
+}
+
+/// Result of retraining blocks d..=s without the removed ids.
+pub struct Replay {
+    /// s.
+    pub stop_block: usize,
+    /// (L1, L2) residual per retrained block.
+    pub residuals: Vec<(f64, f64)>,
+    /// Fit at the stop.
+    pub fit: Option<PowerLaw>,
+    /// Rule that ended retraining.
+    pub rule: &'static str,
+    /// New (δ', o', step) files for blocks d..=s, written under the next generation.
+    pub files: Vec<(FileRef, FileRef, u64)>,
+    /// θ'_s + Σ_{i>s} δ_i.
+    pub model: ParamSet,
+}
+
+/// Retrains blocks from `d` without `removed`, comparing each new increment with the stored one,
+/// until the stop rule fires (never before `l`), and stitches the rest of the chain on.
+/// With an empty `removed` every residual is exactly zero and the model is unchanged.
+#[allow(clippy::too_many_arguments)]
+pub fn replay<B: AutodiffBackend>(
+    chain: &Chain,
+    data: &Dataset,
+    removed: &BTreeSet<u64>,
+    d: usize,
+    l: usize,
+    opts: &ForgetOptions,
+    device: &B::Device,
+    progress: &mut dyn Progress,
+) -> Result<Replay> {
+    let m = &chain.manifest;
+    let total = m.blocks.len();
+    if d == 0 || d > l || l > total {
+        return Err(invalid("blocks", format!("first {d}, last {l} of {total}")));
+    }
+    let generation = m.generation + 1;
+    let theta = chain.theta(d - 1)?;
+    let (opt, step) = chain.opt_state(d - 1)?;
+    let mut trainer = BlockTrainer::<B>::new(data, m.model, m.config, theta, &opt, step, device)?;
+    let scale = trainer.theta().numel() as f64;
+    let mut residuals = Vec::new();
+    let mut files = Vec::new();
+    let mut decision = StopDecision {
+        stop: false,
+        fit: None,
+        rule: "end",
+    };
+    progress.start("retrain blocks", (total - d + 1) as u64);
+    let mut k = d;
+    loop {
+        let rec = &m.blocks[k - 1];
+        let ids: Vec<u64> = rec
+            .ids
+            .iter()
+            .copied()
+            .filter(|id| !removed.contains(id))
+            .collect();
+        let out = trainer.run_block(k, &ids)?;
+        let old_ref = rec
+            .delta
+            .as_ref()
+            .ok_or_else(|| invalid("run", format!("block {k} is not trained")))?;
+        let (old, _) = chain.read_set(old_ref)?;
+        let n = old.distance(&out.delta)?;
+        residuals.push((n.l1, n.l2));
+        let delta = chain.write_set(
+            &format!("blocks/{k:05}.delta.g{generation}.safetensors"),
+            &out.delta,
+            &FileMeta {
+                kind: "delta".into(),
+                block: k as u64,
+                ..Default::default()
+            },
+        )?;
+        let optf = chain.write_set(
+            &format!("blocks/{k:05}.opt.g{generation}.safetensors"),
+            &out.opt_state,
+            &FileMeta {
+                kind: "opt".into(),
+                block: k as u64,
+                step: out.step,
+                ..Default::default()
+            },
+        )?;
+        files.push((delta, optf, out.step));
+        progress.set((k - d + 1) as u64);
+        if k >= l {
+            let l1: Vec<f64> = residuals.iter().map(|r| r.0).collect();
+            decision = decide(&opts.stop, &l1, opts.min_points, scale);
+            if decision.stop {
+                break;
+            }
+        }
+        if k == total {
+            decision.rule = "end";
+            break;
+        }
+        k += 1;
+    }
+    progress.finish();
+    let mut model = trainer.theta().clone();
+    for rec in &m.blocks[k..] {
+        let r = rec
+            .delta
+            .as_ref()
+            .ok_or_else(|| invalid("run", format!("block {} is not trained", rec.index)))?;
+        model.add_assign(&chain.read_set(r)?.0)?;
+    }
+    Ok(Replay {
+        stop_block: k,
+        residuals,
+        fit: decision.fit,
+        rule: decision.rule,
+        files,
+        model,
+    })
+}

@@ -1,0 +1,107 @@
+//! Shared fixtures: a small slice of the bundled MNIST subset and fast training settings.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use obliviate::chain::TrainConfig;
+use obliviate::data::{Dataset, DatasetName};
+use obliviate::model::ModelKind;
+use obliviate::optim::OptimConfig;
+use obliviate::train::{NoProgress, TrainSummary};
+
+pub type B = obliviate::CpuBackend;
+
+/// First 600 training and 200 test samples of the bundled mnist-mini.
+pub fn tiny_data() -> Dataset {
+    Dataset::load(DatasetName::MnistMini, None)
+        .expect("bundled data")
+        .truncated(600, 200)
+        .expect("truncate")
+}
+
+/// 12 blocks of 50 samples, one epoch each, momentum SGD with a decaying rate.
+pub fn tiny_cfg(seed: u64) -> TrainConfig {
+    TrainConfig {
+        blocks: 12,
+        epochs_per_block: 1,
+        batch_size: 16,
+        optim: OptimConfig::sgd(0.05, 0.9),
+        seed,
+        lr_final: 0.3,
+    }
+}
+
+/// A fresh empty folder under the system temp dir, removed on drop.
+pub struct Tmp(pub PathBuf);
+
+impl Tmp {
+    pub fn new(name: &str) -> Tmp {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "obliviate-test-{}-{}-{name}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Tmp(p)
+    }
+    pub fn join(&self, s: &str) -> PathBuf {
+        self.0.join(s)
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn train_tiny(dir: &Path, data: &Dataset, kind: ModelKind, cfg: TrainConfig) -> TrainSummary {
+    obliviate::train::train::<B>(
+        dir,
+        data,
+        kind,
+        cfg,
+        Some((data.train.len(), data.test.len())),
+        &Default::default(),
+        &mut NoProgress,
+    )
+    .expect("training")
+}
+
+/// Every file under `dir` (relative path → bytes), skipping the lock and the manifest.
+pub fn chain_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p
+                    .strip_prefix(dir)
+                    .expect("prefix")
+                    .to_string_lossy()
+                    .into_owned();
+                if rel.ends_with(".safetensors") {
+                    out.insert(rel, std::fs::read(&p).expect("read"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The manifest without the fields that legitimately differ between equal runs (timings,
+/// checksum over them).
+pub fn manifest_sans_timing(dir: &Path) -> serde_json::Value {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("manifest"))
+            .expect("json");
+    v["train_seconds"] = serde_json::Value::Null;
+    v["checksum"] = serde_json::Value::Null;
+    v
+}

@@ -1,0 +1,338 @@
+//! Forgetting: exactness against retraining, zero residuals for empty requests, crash safety,
+//! bad ids, and successive requests.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use obliviate::chain::{Chain, atomic};
+use obliviate::ledger::Ledger;
+use obliviate::model::ModelKind;
+use obliviate::train::NoProgress;
+use obliviate::unlearn::{ForgetOptions, StopRule, forget, replay};
+
+fn exact() -> ForgetOptions {
+    ForgetOptions {
+        stop: StopRule::Fit { epsilon: 0.0 },
+        min_points: 1_000_000,
+        skip_missing: false,
+    }
+}
+
+fn quick() -> ForgetOptions {
+    ForgetOptions {
+        stop: StopRule::Fit { epsilon: 1e-5 },
+        min_points: 3,
+        skip_missing: false,
+    }
+}
+
+#[test]
+fn forget_with_zero_epsilon_equals_retraining_bit_for_bit() {
+    let data = tiny_data();
+    let (run, gold) = (Tmp::new("exact-run"), Tmp::new("exact-gold"));
+    train_tiny(&run.0, &data, ModelKind::Lenet5, tiny_cfg(11));
+    let before = Chain::open(&run.0).unwrap().manifest;
+    let ids = [
+        before.blocks[4].ids[0],
+        before.blocks[4].ids[3],
+        before.blocks[8].ids[1],
+    ];
+    let r = forget::<B>(
+        &run.0,
+        &data,
+        &ids,
+        &exact(),
+        &Default::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+    assert_eq!((r.first_block, r.last_block, r.stop_block), (5, 9, 12));
+    assert_eq!(r.blocks_retrained, 8);
+    assert_eq!(r.stop_rule, "end");
+    assert!(
+        r.residuals.iter().all(|&x| x > 0.0),
+        "removing samples changes every later increment: {:?}",
+        r.residuals
+    );
+    let g = obliviate::train::retrain::<B>(
+        &run.0,
+        &gold.0,
+        &data,
+        &Default::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+    assert_eq!(
+        r.model_sha256, g.model_sha256,
+        "forget(ε = 0) must equal retraining"
+    );
+    let (a, b) = (Chain::open(&run.0).unwrap(), Chain::open(&gold.0).unwrap());
+    assert!(a.served().unwrap().bit_identical(&b.served().unwrap()));
+    for (x, y) in a.manifest.blocks.iter().zip(&b.manifest.blocks) {
+        assert_eq!(x.ids, y.ids);
+        assert_eq!(
+            x.delta.as_ref().unwrap().sha256,
+            y.delta.as_ref().unwrap().sha256,
+            "block {}",
+            x.index
+        );
+        assert_eq!(
+            x.opt.as_ref().unwrap().sha256,
+            y.opt.as_ref().unwrap().sha256,
+            "block {}",
+            x.index
+        );
+    }
+    assert_eq!(
+        a.manifest.deleted,
+        ids.iter()
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    );
+    a.verify().unwrap();
+}
+
+#[test]
+fn deleting_nothing_leaves_zero_residuals_and_the_same_model() {
+    let data = tiny_data();
+    let run = Tmp::new("nothing");
+    train_tiny(&run.0, &data, ModelKind::MlpSmall, tiny_cfg(4));
+    let chain = Chain::open(&run.0).unwrap();
+    let r = replay::<B>(
+        &chain,
+        &data,
+        &BTreeSet::new(),
+        3,
+        3,
+        &exact(),
+        &Default::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+    assert_eq!(r.residuals.len(), 10);
+    assert!(
+        r.residuals.iter().all(|&(l1, l2)| l1 == 0.0 && l2 == 0.0),
+        "{:?}",
+        r.residuals
+    );
+    assert!(r.model.bit_identical(&chain.served().unwrap()));
+}
+
+fn state(dir: &std::path::Path) -> (u64, Option<String>, usize, Vec<u64>) {
+    let c = Chain::open(dir).unwrap();
+    c.verify().unwrap();
+    let requests = Ledger::open(dir)
+        .unwrap()
+        .list(c.manifest.generation)
+        .unwrap()
+        .len();
+    (
+        c.manifest.generation,
+        c.manifest.model_file.as_ref().map(|f| f.sha256.clone()),
+        requests,
+        c.manifest.deleted.clone(),
+    )
+}
+
+#[test]
+fn a_crash_at_any_write_leaves_the_old_chain_or_the_new_one() {
+    let data = tiny_data();
+    let (reference, run) = (Tmp::new("crash-ref"), Tmp::new("crash-run"));
+    train_tiny(&reference.0, &data, ModelKind::MlpSmall, tiny_cfg(6));
+    train_tiny(&run.0, &data, ModelKind::MlpSmall, tiny_cfg(6));
+    let ids = {
+        let m = Chain::open(&run.0).unwrap().manifest;
+        vec![m.blocks[6].ids[2], m.blocks[7].ids[0]]
+    };
+    let old = state(&run.0);
+    let done = forget::<B>(
+        &reference.0,
+        &data,
+        &ids,
+        &quick(),
+        &Default::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+    let new = state(&reference.0);
+    assert_eq!(new.0, old.0 + 1);
+    assert_eq!(new.2, 1);
+    let mut crashes = 0;
+    for n in 1.. {
+        // Fail at the n-th event: every file write (before and after its rename) and the ledger append.
+        atomic::arm("", n);
+        let r = forget::<B>(
+            &run.0,
+            &data,
+            &ids,
+            &quick(),
+            &Default::default(),
+            &mut NoProgress,
+        );
+        let fired = !atomic::disarm();
+        let now = state(&run.0);
+        if fired {
+            assert!(matches!(r, Err(obliviate::Error::Failpoint(_))), "{r:?}");
+            crashes += 1;
+            assert!(
+                now == old || now == new,
+                "after a crash at event {n} the run is neither old nor new: {now:?}"
+            );
+            if now == new {
+                break; // Crashed after the commit point (cleanup only).
+            }
+        } else {
+            let r = r.unwrap();
+            assert_eq!(r.model_sha256, done.model_sha256);
+            assert_eq!(now, new);
+            break;
+        }
+    }
+    assert!(
+        crashes >= 10,
+        "expected a failure injected at every write, got {crashes}"
+    );
+    // The next writer removes what the interrupted commit left; then the run is the
+    // uninterrupted one, file for file.
+    drop(Chain::open_mut(&run.0).unwrap());
+    assert_eq!(chain_files(&reference.0), chain_files(&run.0));
+}
+
+#[test]
+fn unknown_or_repeated_ids_fail_without_changing_anything() {
+    let data = tiny_data();
+    let run = Tmp::new("bad-ids");
+    train_tiny(&run.0, &data, ModelKind::MlpSmall, tiny_cfg(8));
+    let manifest = std::fs::read(run.join("manifest.json")).unwrap();
+    let e = forget::<B>(
+        &run.0,
+        &data,
+        &[5, 600, 99_999],
+        &quick(),
+        &Default::default(),
+        &mut NoProgress,
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("600") && msg.contains("99999") && msg.contains("unknown"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read(run.join("manifest.json")).unwrap(), manifest);
+    forget::<B>(
+        &run.0,
+        &data,
+        &[5],
+        &quick(),
+        &Default::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+    let e = forget::<B>(
+        &run.0,
+        &data,
+        &[5, 7],
+        &quick(),
+        &Default::default(),
+        &mut NoProgress,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("already forgotten: 5"), "{e}");
+    let opts = ForgetOptions {
+        skip_missing: true,
+        ..quick()
+    };
+    let r = forget::<B>(
+        &run.0,
+        &data,
+        &[5, 7, 123_456],
+        &opts,
+        &Default::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+    assert_eq!(r.ids, vec![7]);
+    assert_eq!(r.skipped, vec![5, 123_456]);
+    let e = forget::<B>(
+        &run.0,
+        &data,
+        &[5, 7],
+        &opts,
+        &Default::default(),
+        &mut NoProgress,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("nothing left to forget"), "{e}");
+}
+
+#[test]
+fn successive_requests_build_on_the_committed_chain() {
+    let data = tiny_data();
+    let run = Tmp::new("sequence");
+    train_tiny(&run.0, &data, ModelKind::MlpSmall, tiny_cfg(9));
+    let m = Chain::open(&run.0).unwrap().manifest;
+    // A batch spanning many blocks, then two single ids.
+    let batch: Vec<u64> = m.blocks.iter().step_by(3).map(|b| b.ids[1]).collect();
+    let r1 = forget::<B>(
+        &run.0,
+        &data,
+        &batch,
+        &quick(),
+        &Default::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+    assert_eq!((r1.first_block, r1.last_block), (1, 10));
+    assert!(r1.stop_block >= 10);
+    let r2 = forget::<B>(
+        &run.0,
+        &data,
+        &[m.blocks[5].ids[0]],
+        &quick(),
+        &Default::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+    let r3 = forget::<B>(
+        &run.0,
+        &data,
+        &[m.blocks[1].ids[4]],
+        &quick(),
+        &Default::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+    assert_eq!((r2.request, r3.request), (2, 3));
+    assert_eq!(r2.first_block, 6);
+    assert!(r2.stop_block >= 8, "at least min_points residuals: {r2:?}");
+    let c = Chain::open(&run.0).unwrap();
+    c.verify().unwrap();
+    assert_eq!(c.manifest.generation, 3);
+    assert_eq!(c.manifest.deleted.len(), batch.len() + 2);
+    for id in &c.manifest.deleted {
+        assert!(
+            c.manifest.block_of(*id).is_none(),
+            "id {id} still in a block"
+        );
+    }
+    let ledger = Ledger::open(&run.0)
+        .unwrap()
+        .list(c.manifest.generation)
+        .unwrap();
+    assert_eq!(ledger.len(), 3);
+    assert_eq!(
+        ledger[2].model_sha256,
+        c.manifest.model_file.as_ref().unwrap().sha256
+    );
+    let mut sorted = batch.clone();
+    sorted.sort_unstable();
+    assert_eq!(ledger[0].ids, sorted);
+    // Only files of the live chain remain on disk.
+    assert_eq!(chain_files(&run.0).len(), c.manifest.files().len());
+}
