@@ -9,7 +9,7 @@ pub const RECORD: usize = 1 + 3 * 32 * 32;
 
 /// Parses one batch file into (pixels, labels).
 pub fn parse_batch(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u16>)> {
-    if bytes.is_empty() || bytes.len() % RECORD != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
         return Err(Error::Format {
             path: path.to_path_buf(),
             format: "CIFAR-10 binary",

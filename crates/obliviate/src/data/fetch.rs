@@ -396,7 +396,7 @@ fn unpack(archive: &Path, dest: &Path, wanted: &[String]) -> Result<Vec<PathBuf>
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_default();
-        if !wanted.iter().any(|w| *w == name) || !entry.header().entry_type().is_file() {
+        if !wanted.contains(&name) || !entry.header().entry_type().is_file() {
             continue;
         }
         let target = sub.join(&name);

@@ -131,7 +131,7 @@ impl Reader<'_> {
             MI_DOUBLE | MI_INT64 | MI_UINT64 => 8,
             _ => return Err(self.err(o, format!("unsupported numeric data type {ty}"))),
         };
-        if size % width != 0 {
+        if !size.is_multiple_of(width) {
             return Err(self.err(
                 o,
                 format!("{size} bytes is not a multiple of the {width}-byte element"),

@@ -34,7 +34,7 @@ pub struct Cnn<B: Backend> {
 impl<B: Backend> Cnn<B> {
     /// Builds the CNN for images whose sides are multiples of 4.
     pub fn new(input: InputShape, classes: usize, device: &B::Device) -> Result<Self> {
-        if input.height % 4 != 0 || input.width % 4 != 0 || input.height < 4 {
+        if !input.height.is_multiple_of(4) || !input.width.is_multiple_of(4) || input.height < 4 {
             return Err(invalid(
                 "model",
                 format!(

@@ -97,6 +97,8 @@ impl InputShape {
 }
 
 /// Any of the supported networks; one type so the engine stays generic over the backend only.
+/// (Variants differ in size; a model is built once per run, so boxing buys nothing.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Net<B: Backend> {
     /// `mlp` and `mlp-small`.

@@ -1,0 +1,245 @@
+//! The `obliviate` binary end to end: JSON outputs, kill-and-resume, bad input, plots.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_obliviate"))
+}
+
+struct Tmp(PathBuf);
+impl Tmp {
+    fn new(name: &str) -> Tmp {
+        let p = std::env::temp_dir().join(format!("obliviate-cli-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Tmp(p)
+    }
+}
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const TRAIN: &[&str] = &[
+    "train",
+    "--dataset",
+    "mnist-mini",
+    "--model",
+    "mlp-small",
+    "--blocks",
+    "12",
+    "--epochs-per-block",
+    "1",
+    "--batch-size",
+    "16",
+    "--lr",
+    "0.05",
+    "--lr-final",
+    "0.3",
+    "--seed",
+    "3",
+    "--train-limit",
+    "600",
+    "--test-limit",
+    "200",
+];
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("spawn obliviate")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim().lines().count(),
+        1,
+        "--json prints exactly one line: {text}"
+    );
+    serde_json::from_str(text.trim()).expect("stdout is JSON")
+}
+
+fn train(dir: &Path, extra: &[&str]) -> Output {
+    run(bin()
+        .args(TRAIN)
+        .arg("--out")
+        .arg(dir)
+        .args(extra)
+        .arg("--json"))
+}
+
+fn safetensors_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v = Vec::new();
+    for sub in [dir.to_path_buf(), dir.join("blocks")] {
+        for e in std::fs::read_dir(&sub).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".safetensors") {
+                v.push((name, std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn train_info_eval_check_print_the_promised_json() {
+    let t = Tmp::new("json");
+    let r = t.0.join("run");
+    let v = json(&train(&r, &[]));
+    for key in [
+        "blocks",
+        "test_accuracy",
+        "seconds",
+        "bytes_on_disk",
+        "model_sha256",
+    ] {
+        assert!(!v[key].is_null(), "train --json lacks {key}: {v}");
+    }
+    assert_eq!(v["blocks"], 12);
+    let acc = v["test_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.3, "{acc}");
+    let e = json(&run(bin().arg("eval").arg(&r).arg("--json")));
+    assert_eq!(e["test_accuracy"].as_f64().unwrap(), acc);
+    let i = json(&run(bin().arg("info").arg(&r).arg("--json")));
+    assert_eq!(i["ids"], 600);
+    assert_eq!(i["blocks"], 12);
+    assert_eq!(i["config"]["epochs_per_block"], 1);
+    assert!(i["bytes_on_disk"].as_u64().unwrap() > 100_000);
+    assert_eq!(
+        json(&run(bin().arg("check").arg(&r).arg("--json")))["ok"],
+        true
+    );
+    // Training into an existing run is refused with a clear message.
+    let again = train(&r, &[]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+}
+
+#[test]
+fn a_killed_training_resumes_to_the_same_chain() {
+    let t = Tmp::new("kill");
+    let (whole, killed) = (t.0.join("whole"), t.0.join("killed"));
+    json(&train(&whole, &[]));
+    let out = run(bin()
+        .args(TRAIN)
+        .arg("--out")
+        .arg(&killed)
+        .arg("--json")
+        .env("OBLIVIATE_FAILPOINT", "train:block-written:6"));
+    assert!(!out.status.success(), "the failpoint must kill the process");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failpoint"));
+    let v = json(&run(bin()
+        .args(["train", "--resume", "--json", "--out"])
+        .arg(&killed)));
+    let resumed = v["resumed_from"].as_u64().unwrap();
+    assert!(resumed < 12, "{v}");
+    assert_eq!(safetensors_files(&whole), safetensors_files(&killed));
+}
+
+#[test]
+fn forget_retrain_and_bad_ids() {
+    let t = Tmp::new("forget");
+    let r = t.0.join("run");
+    json(&train(&r, &[]));
+    let manifest = std::fs::read(r.join("manifest.json")).unwrap();
+    let bad = run(bin()
+        .arg("forget")
+        .arg(&r)
+        .args(["--ids", "4,70000,600", "--json"]));
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("70000") && err.contains("600") && err.contains("unknown"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(r.join("manifest.json")).unwrap(),
+        manifest,
+        "a refused request changes nothing"
+    );
+
+    let ids = t.0.join("ids.txt");
+    std::fs::write(&ids, "# user 17\n4\n\n9\n").unwrap();
+    let plot = t.0.join("residuals.png");
+    let v = json(&run(bin()
+        .arg("forget")
+        .arg(&r)
+        .arg("--ids-file")
+        .arg(&ids)
+        .args(["--min-points", "4", "--json", "--plot"])
+        .arg(&plot)));
+    for key in [
+        "first_block",
+        "last_block",
+        "stop_block",
+        "blocks_retrained",
+        "residuals",
+        "seconds",
+        "test_accuracy",
+        "model_sha256",
+    ] {
+        assert!(!v[key].is_null(), "forget --json lacks {key}: {v}");
+    }
+    assert_eq!(v["ids"], serde_json::json!([4, 9]));
+    assert!(v["residuals"].as_array().unwrap().len() >= 4);
+    let png = std::fs::read(&plot).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(png.len() > 5_000, "a real image");
+
+    let json_ids = t.0.join("ids.json");
+    std::fs::write(&json_ids, "[4, 11]").unwrap();
+    let again = run(bin()
+        .arg("forget")
+        .arg(&r)
+        .arg("--ids-file")
+        .arg(&json_ids)
+        .arg("--json"));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already forgotten: 4"));
+    let skip = json(&run(bin()
+        .arg("forget")
+        .arg(&r)
+        .arg("--ids-file")
+        .arg(&json_ids)
+        .args(["--skip-missing", "--stop", "relative", "--json"])));
+    assert_eq!(skip["ids"], serde_json::json!([11]));
+
+    let g = json(&run(bin()
+        .arg("retrain")
+        .arg(&r)
+        .arg("--out")
+        .arg(t.0.join("gold"))
+        .arg("--json")));
+    assert_eq!(g["blocks"], 12);
+    let info = json(&run(bin().arg("info").arg(t.0.join("gold")).arg("--json")));
+    assert_eq!(info["ids"], 597);
+    assert_eq!(
+        json(&run(bin().arg("info").arg(&r).arg("--json")))["requests"],
+        2
+    );
+}
+
+#[test]
+fn demo_runs_the_whole_method() {
+    let t = Tmp::new("demo");
+    let v = json(&run(bin()
+        .args(["demo", "--requests", "1", "--json", "--dir"])
+        .arg(&t.0)));
+    for key in [
+        "original_accuracy",
+        "unlearned_accuracy",
+        "retrained_accuracy",
+        "speedup",
+        "retrain_seconds",
+    ] {
+        assert!(v[key].as_f64().is_some(), "demo --json lacks {key}: {v}");
+    }
+    assert!(v["original_accuracy"].as_f64().unwrap() > 0.8);
+    assert!(v["speedup"].as_f64().unwrap() > 1.0);
+}
