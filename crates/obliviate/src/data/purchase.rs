@@ -111,7 +111,7 @@ mod tests {
         let e = parse_purchase(text.as_bytes(), Path::new("dataset_purchase"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("line 2") && e.contains("features"), "{e}");
+        assert!(e.contains("line 2") && e.contains("feature 25"), "{e}");
         let text = format!("{}\n", row(1, 3).replacen(",1", ",7", 1));
         let e = parse_purchase(text.as_bytes(), Path::new("p"))
             .unwrap_err()

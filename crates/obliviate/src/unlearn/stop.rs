@@ -84,7 +84,7 @@ mod tests {
     #[test]
     fn fit_rule_waits_for_min_points_then_stops_on_decay() {
         let r: Vec<f64> = (1..=30).map(|k| 10.0 * (k as f64).powf(-2.0)).collect();
-        let rule = StopRule::Fit { epsilon: 1e-3 };
+        let rule = StopRule::Fit { epsilon: 1e-2 };
         assert!(!decide(&rule, &r[..10], 15, 1.0).stop);
         let d = decide(&rule, &r, 15, 1.0);
         assert!(d.stop && d.fit.is_some(), "{d:?}");
