@@ -67,7 +67,8 @@ pub fn run_data(chain: &Chain, env: &Env) -> Result<Dataset> {
     Ok(data)
 }
 
-fn config(args: &TrainArgs) -> Result<TrainConfig> {
+/// Training hyper-parameters from the flags.
+pub fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
     let kind = OptimizerKind::parse(&args.optimizer)?;
     let mut optim = match kind {
         OptimizerKind::Sgd => OptimConfig::sgd(args.lr, args.momentum),
@@ -95,7 +96,7 @@ pub fn train(args: &TrainArgs, out: &Path, resume: bool, env: &Env) -> Result<()
     } else {
         let name = DatasetName::parse(&args.dataset)?;
         let kind = ModelKind::parse(&args.model)?;
-        let cfg = config(args)?;
+        let cfg = train_config(args)?;
         let limit = match (args.train_limit, args.test_limit) {
             (None, None) => None,
             (tr, te) => Some((tr.unwrap_or(usize::MAX), te.unwrap_or(usize::MAX))),

@@ -1,5 +1,6 @@
 //! `obliviate`: the command-line front end of the unlearning engine.
 
+mod bench;
 mod commands;
 mod demo;
 mod progress;
@@ -183,10 +184,60 @@ enum Command {
         #[command(flatten)]
         env: Env,
     },
+    /// Benchmarks whose figures go into docs/BENCHMARKS.md.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Dataset files.
     Data {
         #[command(subcommand)]
         command: DataCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Training throughput of every model, obliviate against PyTorch (CPU, same threads and shapes).
+    Train {
+        /// Models to measure.
+        #[arg(long, value_delimiter = ',', default_value = "mlp,mlp-small,lenet5,cnn,resnet18")]
+        models: Vec<String>,
+        /// Interleaved rounds (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Python with PyTorch installed.
+        #[arg(long, default_value = "python3")]
+        python: String,
+        #[command(flatten)]
+        env: Env,
+    },
+    /// DeepObliviate against retraining from scratch on real data (writes a table).
+    Unlearn {
+        /// Datasets.
+        #[arg(long, value_delimiter = ',', default_value = "mnist,fashion-mnist")]
+        datasets: Vec<String>,
+        #[command(flatten)]
+        args: TrainArgs,
+        /// Request sizes (ids per request).
+        #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
+        requests: Vec<usize>,
+        /// Number of seeds.
+        #[arg(long, default_value_t = 3)]
+        seeds: usize,
+        /// Successive single-id requests on seed 0 (drift check).
+        #[arg(long, default_value_t = 20)]
+        sequence: usize,
+        #[command(flatten)]
+        stop: StopArgs,
+        /// Scratch folder for the runs.
+        #[arg(long, default_value = "bench-runs")]
+        work: PathBuf,
+        /// Markdown file whose `bench-unlearn` section receives the table.
+        #[arg(long)]
+        write: Option<PathBuf>,
+        #[command(flatten)]
+        env: Env,
     },
 }
 
@@ -231,6 +282,17 @@ fn main() {
             seed,
             env,
         } => demo::demo(dir.as_deref(), requests, seed, &env),
+        Command::Bench { command: BenchCommand::Train { models, rounds, python, env } } => {
+            bench::bench_train(&models, rounds, &python, &env)
+        }
+        Command::Bench { command: BenchCommand::Unlearn { datasets, args, requests, seeds, sequence, stop, work, write, env } } => {
+            commands::forget_options(&stop, false).and_then(|opts| {
+                commands::train_config(&args).and_then(|cfg| {
+                    let b = bench::UnlearnBench { datasets, model: args.model.clone(), cfg, requests, seeds, sequence, opts, work, write };
+                    bench::bench_unlearn(&b, &env)
+                })
+            })
+        }
         Command::Data {
             command: DataCommand::Fetch { name, mirror, env },
         } => commands::fetch(&name, mirror.as_deref(), &env),

@@ -30,6 +30,8 @@ pub struct TrainSummary {
     pub model_sha256: String,
     /// Blocks that were already trained when this invocation started (resume).
     pub resumed_from: usize,
+    /// Of `seconds`, the time spent measuring test accuracy (not training).
+    pub eval_seconds: f64,
 }
 
 /// How often the manifest is rewritten during training: a crash loses at most this much work.
@@ -234,9 +236,12 @@ fn continue_training<B: AutodiffBackend>(
         }
         progress.finish();
     }
+    let mut eval_seconds = 0.0;
     if chain.manifest.model_file.is_none() {
         let theta = chain.theta(total)?;
+        let t = Instant::now();
         let acc = test_accuracy::<B>(data, kind, &theta, device)?;
+        eval_seconds = t.elapsed().as_secs_f64();
         let model = chain.write_set(
             &format!("model.g{generation}.safetensors"),
             &theta,
@@ -263,5 +268,6 @@ fn continue_training<B: AutodiffBackend>(
             .map(|f| f.sha256.clone())
             .unwrap_or_default(),
         resumed_from: done,
+        eval_seconds,
     })
 }

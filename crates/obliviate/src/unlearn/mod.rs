@@ -66,8 +66,10 @@ pub struct ForgetReport {
     pub fit: Option<PowerLaw>,
     /// Which rule ended retraining: `fit`, `relative` or `end`.
     pub stop_rule: String,
-    /// Wall-clock seconds from opening the run to the commit.
+    /// Wall-clock seconds from opening the run to the commit, without `eval_seconds`.
     pub seconds: f64,
+    /// Seconds spent measuring the unlearned model's test accuracy (reporting, not unlearning).
+    pub eval_seconds: f64,
     /// Test accuracy of the unlearned model.
     pub test_accuracy: f64,
     /// SHA-256 of the unlearned model file.
@@ -156,7 +158,9 @@ pub fn forget<B: AutodiffBackend>(
             ..Default::default()
         },
     )?;
+    let eval_start = Instant::now();
     let acc = test_accuracy::<B>(data, chain.manifest.model, &replayed.model, device)?;
+    let eval_seconds = eval_start.elapsed().as_secs_f64();
     let request = ledger
         .list(chain.manifest.generation)?
         .last()
@@ -173,7 +177,8 @@ pub fn forget<B: AutodiffBackend>(
         residuals_l2: replayed.residuals.iter().map(|n| n.1).collect(),
         fit: replayed.fit,
         stop_rule: replayed.rule.to_string(),
-        seconds: start.elapsed().as_secs_f64(),
+        seconds: start.elapsed().as_secs_f64() - eval_seconds,
+        eval_seconds,
         test_accuracy: acc,
         model_sha256: model.sha256.clone(),
     };
@@ -211,6 +216,8 @@ pub fn forget<B: AutodiffBackend>(
     m.test_accuracy = Some(acc);
     m.generation = generation;
     chain.commit()?;
+    let mut report = report;
+    report.seconds = start.elapsed().as_secs_f64() - eval_seconds;
     chain.collect_garbage()?;
     Ok(report)
 }
