@@ -20,10 +20,34 @@ const TORCH_SCRIPT: &str = include_str!("../../../bench/torch_train.py");
 
 /// Input shape, classes, batch size and timed steps of each model's training benchmark.
 fn workload(kind: ModelKind) -> (DatasetName, InputShape, usize, usize, usize) {
-    let img = |c, s| InputShape { channels: c, height: s, width: s };
+    let img = |c, s| InputShape {
+        channels: c,
+        height: s,
+        width: s,
+    };
     match kind {
-        ModelKind::Mlp => (DatasetName::Purchase, InputShape { channels: 1, height: 1, width: 600 }, 100, 128, 60),
-        ModelKind::MlpSmall => (DatasetName::Purchase, InputShape { channels: 1, height: 1, width: 600 }, 100, 128, 200),
+        ModelKind::Mlp => (
+            DatasetName::Purchase,
+            InputShape {
+                channels: 1,
+                height: 1,
+                width: 600,
+            },
+            100,
+            128,
+            60,
+        ),
+        ModelKind::MlpSmall => (
+            DatasetName::Purchase,
+            InputShape {
+                channels: 1,
+                height: 1,
+                width: 600,
+            },
+            100,
+            128,
+            200,
+        ),
         ModelKind::Lenet5 => (DatasetName::Mnist, img(1, 28), 10, 64, 100),
         ModelKind::Cnn => (DatasetName::Cifar10, img(3, 32), 10, 128, 10),
         ModelKind::Resnet18 => (DatasetName::Cifar10, img(3, 32), 10, 32, 3),
@@ -36,11 +60,19 @@ fn synthetic(name: DatasetName, shape: InputShape, classes: usize, n: usize) -> 
         (0..len)
             .map(|_| {
                 state = mix(state);
-                if name == DatasetName::Purchase { (state & 1) as u8 } else { (state >> 56) as u8 }
+                if name == DatasetName::Purchase {
+                    (state & 1) as u8
+                } else {
+                    (state >> 56) as u8
+                }
             })
             .collect()
     };
-    let mk = |n: usize, pixels: Vec<u8>| Samples { ids: (0..n as u64).collect(), pixels, labels: (0..n).map(|i| (i % classes) as u16).collect() };
+    let mk = |n: usize, pixels: Vec<u8>| Samples {
+        ids: (0..n as u64).collect(),
+        pixels,
+        labels: (0..n).map(|i| (i % classes) as u16).collect(),
+    };
     let train = mk(n, bytes(n * shape.numel()));
     let test = mk(classes, bytes(classes * shape.numel()));
     Ok(Dataset::from_parts(name, shape, classes, train, test)?)
@@ -53,15 +85,27 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Training throughput of obliviate and PyTorch on each model, interleaved over rounds.
 pub fn bench_train(models: &[String], rounds: usize, python: &str, env: &Env) -> Result<()> {
-    let kinds: Vec<ModelKind> = models.iter().map(|m| ModelKind::parse(m)).collect::<Result<_, _>>()?;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let kinds: Vec<ModelKind> = models
+        .iter()
+        .map(|m| ModelKind::parse(m))
+        .collect::<Result<_, _>>()?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let script = std::env::temp_dir().join(format!("obliviate-torch-{}.py", std::process::id()));
     std::fs::write(&script, TORCH_SCRIPT)?;
     let mut rows = Vec::new();
     for kind in kinds {
         let (name, shape, classes, batch, steps) = workload(kind);
         let data = synthetic(name, shape, classes, batch * steps)?;
-        let cfg = TrainConfig { blocks: 1, epochs_per_block: 1, batch_size: batch, optim: OptimConfig::sgd(0.01, 0.9), seed: 0, lr_final: 1.0 };
+        let cfg = TrainConfig {
+            blocks: 1,
+            epochs_per_block: 1,
+            batch_size: batch,
+            optim: OptimConfig::sgd(0.01, 0.9),
+            seed: 0,
+            lr_final: 1.0,
+        };
         let ids: Vec<u64> = (0..(batch * steps) as u64).collect();
         let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         let mut torch_version = String::new();
@@ -76,17 +120,36 @@ pub fn bench_train(models: &[String], rounds: usize, python: &str, env: &Env) ->
             });
             let out = std::process::Command::new(python)
                 .arg(&script)
-                .args(["--model", kind.name(), "--steps", &steps.to_string(), "--batch", &batch.to_string(), "--threads", &threads.to_string()])
+                .args([
+                    "--model",
+                    kind.name(),
+                    "--steps",
+                    &steps.to_string(),
+                    "--batch",
+                    &batch.to_string(),
+                    "--threads",
+                    &threads.to_string(),
+                ])
                 .output()
-                .with_context(|| format!("cannot run {python} (PyTorch is the benchmark peer: pip install torch)"))?;
+                .with_context(|| {
+                    format!(
+                        "cannot run {python} (PyTorch is the benchmark peer: pip install torch)"
+                    )
+                })?;
             if !out.status.success() {
-                bail!("PyTorch peer failed: {}", String::from_utf8_lossy(&out.stderr));
+                bail!(
+                    "PyTorch peer failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
             let peer = v["samples_per_s"].as_f64().unwrap_or(0.0);
             torch_version = v["torch"].as_str().unwrap_or("").to_string();
             if !env.json {
-                eprintln!("round {round}: {kind:<9} obliviate {sps:>9.1} samples/s   PyTorch {peer:>9.1} samples/s   ratio {:.2}", sps / peer);
+                eprintln!(
+                    "round {round}: {kind:<9} obliviate {sps:>9.1} samples/s   PyTorch {peer:>9.1} samples/s   ratio {:.2}",
+                    sps / peer
+                );
             }
             ours.push(sps);
             theirs.push(peer);
@@ -100,13 +163,19 @@ pub fn bench_train(models: &[String], rounds: usize, python: &str, env: &Env) ->
     }
     let _ = std::fs::remove_file(&script);
     emit(env, &json!({"rounds": rounds, "rows": rows}), || {
-        println!("| model | batch | steps | obliviate samples/s | PyTorch samples/s | ratio (median of {rounds} rounds) |");
+        println!(
+            "| model | batch | steps | obliviate samples/s | PyTorch samples/s | ratio (median of {rounds} rounds) |"
+        );
         println!("|---|---|---|---|---|---|");
         for r in &rows {
             println!(
                 "| {} | {} | {} | {:.0} | {:.0} | {:.2} |",
-                r["model"].as_str().unwrap_or(""), r["batch"], r["steps"],
-                r["obliviate_samples_per_s"].as_f64().unwrap_or(0.0), r["pytorch_samples_per_s"].as_f64().unwrap_or(0.0), r["ratio"].as_f64().unwrap_or(0.0)
+                r["model"].as_str().unwrap_or(""),
+                r["batch"],
+                r["steps"],
+                r["obliviate_samples_per_s"].as_f64().unwrap_or(0.0),
+                r["pytorch_samples_per_s"].as_f64().unwrap_or(0.0),
+                r["ratio"].as_f64().unwrap_or(0.0)
             );
         }
     });
@@ -164,11 +233,16 @@ pub fn bench_unlearn(b: &UnlearnBench, env: &Env) -> Result<()> {
     std::fs::create_dir_all(&b.work)?;
     let mut md = String::new();
     let mut all = Vec::new();
-    let say = |s: String| if !env.json { eprintln!("{s}") };
+    let say = |s: String| {
+        if !env.json {
+            eprintln!("{s}")
+        }
+    };
     for ds in &b.datasets {
         let name = DatasetName::parse(ds)?;
         let data = load_data(name, None, env)?;
-        let mut rows: Vec<(usize, Vec<serde_json::Value>)> = b.requests.iter().map(|&n| (n, Vec::new())).collect();
+        let mut rows: Vec<(usize, Vec<serde_json::Value>)> =
+            b.requests.iter().map(|&n| (n, Vec::new())).collect();
         let mut sequence = Vec::new();
         for seed in 0..b.seeds as u64 {
             let cfg = TrainConfig { seed, ..b.cfg };
@@ -177,7 +251,11 @@ pub fn bench_unlearn(b: &UnlearnBench, env: &Env) -> Result<()> {
                 std::fs::remove_dir_all(&base)?;
             }
             let trained = on_backend!(env, B, device => obliviate::train::train::<B>(&base, &data, kind, cfg, None, &device, &mut NoProgress)?);
-            say(format!("{ds} seed {seed}: trained in {:.1} s, accuracy {:.2} %", trained.seconds - trained.eval_seconds, 100.0 * trained.test_accuracy));
+            say(format!(
+                "{ds} seed {seed}: trained in {:.1} s, accuracy {:.2} %",
+                trained.seconds - trained.eval_seconds,
+                100.0 * trained.test_accuracy
+            ));
             for (n, out) in rows.iter_mut() {
                 let run = b.work.join(format!("{ds}-s{seed}-n{n}"));
                 let gold = b.work.join(format!("{ds}-s{seed}-n{n}-retrain"));
@@ -191,7 +269,14 @@ pub fn bench_unlearn(b: &UnlearnBench, env: &Env) -> Result<()> {
                 let retrain_s = g.seconds - g.eval_seconds;
                 say(format!(
                     "  {n:>4} id(s): blocks {}..={} ({} retrained), forget {:.2} s, retrain {:.1} s, speedup {:.1}×, acc unlearned {:.2} % retrained {:.2} %",
-                    r.first_block, r.stop_block, r.blocks_retrained, r.seconds, retrain_s, retrain_s / r.seconds, 100.0 * r.test_accuracy, 100.0 * g.test_accuracy
+                    r.first_block,
+                    r.stop_block,
+                    r.blocks_retrained,
+                    r.seconds,
+                    retrain_s,
+                    retrain_s / r.seconds,
+                    100.0 * r.test_accuracy,
+                    100.0 * g.test_accuracy
                 ));
                 out.push(json!({
                     "seed": seed, "ids": n, "original": trained.test_accuracy, "unlearned": r.test_accuracy, "retrained": g.test_accuracy,
@@ -220,23 +305,49 @@ pub fn bench_unlearn(b: &UnlearnBench, env: &Env) -> Result<()> {
         md.push_str("| ids / request | original acc % | retrained acc % | unlearned acc % | \\|unlearned − retrained\\| pt | blocks retrained | forget s | retrain s | speedup × | bytes on disk |\n");
         md.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
         for (n, out) in &rows {
-            let col = |k: &str| out.iter().map(|v| v[k].as_f64().unwrap_or(0.0)).collect::<Vec<f64>>();
-            let gap: Vec<f64> = out.iter().map(|v| 100.0 * (v["unlearned"].as_f64().unwrap_or(0.0) - v["retrained"].as_f64().unwrap_or(0.0)).abs()).collect();
+            let col = |k: &str| {
+                out.iter()
+                    .map(|v| v[k].as_f64().unwrap_or(0.0))
+                    .collect::<Vec<f64>>()
+            };
+            let gap: Vec<f64> = out
+                .iter()
+                .map(|v| {
+                    100.0
+                        * (v["unlearned"].as_f64().unwrap_or(0.0)
+                            - v["retrained"].as_f64().unwrap_or(0.0))
+                        .abs()
+                })
+                .collect();
             let f = |k: &str, scale: f64, p: usize| {
                 let (m, s) = mean_std(&col(k).iter().map(|x| x * scale).collect::<Vec<_>>());
                 format!("{m:.p$} ± {s:.p$}")
             };
             md.push_str(&format!(
                 "| {n} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
-                f("original", 100.0, 2), f("retrained", 100.0, 2), f("unlearned", 100.0, 2),
-                { let (m, s) = mean_std(&gap); format!("{m:.2} ± {s:.2}") },
-                f("blocks_retrained", 1.0, 1), f("forget_seconds", 1.0, 2), f("retrain_seconds", 1.0, 1), f("speedup", 1.0, 1),
+                f("original", 100.0, 2),
+                f("retrained", 100.0, 2),
+                f("unlearned", 100.0, 2),
+                {
+                    let (m, s) = mean_std(&gap);
+                    format!("{m:.2} ± {s:.2}")
+                },
+                f("blocks_retrained", 1.0, 1),
+                f("forget_seconds", 1.0, 2),
+                f("retrain_seconds", 1.0, 1),
+                f("speedup", 1.0, 1),
                 mean_std(&col("bytes_on_disk")).0
             ));
         }
         if !sequence.is_empty() {
-            let secs: Vec<f64> = sequence.iter().map(|v| v["seconds"].as_f64().unwrap_or(0.0)).collect();
-            let accs: Vec<f64> = sequence.iter().map(|v| 100.0 * v["accuracy"].as_f64().unwrap_or(0.0)).collect();
+            let secs: Vec<f64> = sequence
+                .iter()
+                .map(|v| v["seconds"].as_f64().unwrap_or(0.0))
+                .collect();
+            let accs: Vec<f64> = sequence
+                .iter()
+                .map(|v| 100.0 * v["accuracy"].as_f64().unwrap_or(0.0))
+                .collect();
             let half = secs.len() / 2;
             md.push_str(&format!(
                 "\n{} successive single-id requests (seed 0): seconds per request first half {:.2} ± {:.2}, second half {:.2} ± {:.2}; accuracy after each request {:.2} % … {:.2} % (first {:.2} %, last {:.2} %).\n",
@@ -257,7 +368,10 @@ pub fn bench_unlearn(b: &UnlearnBench, env: &Env) -> Result<()> {
 /// (appending the section if absent).
 pub fn write_section(path: &Path, name: &str, body: &str) -> Result<()> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let (b, e) = (format!("<!-- {name}:begin -->"), format!("<!-- {name}:end -->"));
+    let (b, e) = (
+        format!("<!-- {name}:begin -->"),
+        format!("<!-- {name}:end -->"),
+    );
     let section = format!("{b}\n{}\n{e}", body.trim_end());
     let new = match (text.find(&b), text.find(&e)) {
         (Some(i), Some(j)) if j > i => format!("{}{}{}", &text[..i], section, &text[j + e.len()..]),
@@ -266,4 +380,3 @@ pub fn write_section(path: &Path, name: &str, body: &str) -> Result<()> {
     std::fs::write(path, new)?;
     Ok(())
 }
-

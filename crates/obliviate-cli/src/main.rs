@@ -201,7 +201,11 @@ enum BenchCommand {
     /// Training throughput of every model, obliviate against PyTorch (CPU, same threads and shapes).
     Train {
         /// Models to measure.
-        #[arg(long, value_delimiter = ',', default_value = "mlp,mlp-small,lenet5,cnn,resnet18")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "mlp,mlp-small,lenet5,cnn,resnet18"
+        )]
         models: Vec<String>,
         /// Interleaved rounds (the median is reported).
         #[arg(long, default_value_t = 3)]
@@ -282,17 +286,44 @@ fn main() {
             seed,
             env,
         } => demo::demo(dir.as_deref(), requests, seed, &env),
-        Command::Bench { command: BenchCommand::Train { models, rounds, python, env } } => {
-            bench::bench_train(&models, rounds, &python, &env)
-        }
-        Command::Bench { command: BenchCommand::Unlearn { datasets, args, requests, seeds, sequence, stop, work, write, env } } => {
-            commands::forget_options(&stop, false).and_then(|opts| {
-                commands::train_config(&args).and_then(|cfg| {
-                    let b = bench::UnlearnBench { datasets, model: args.model.clone(), cfg, requests, seeds, sequence, opts, work, write };
-                    bench::bench_unlearn(&b, &env)
-                })
+        Command::Bench {
+            command:
+                BenchCommand::Train {
+                    models,
+                    rounds,
+                    python,
+                    env,
+                },
+        } => bench::bench_train(&models, rounds, &python, &env),
+        Command::Bench {
+            command:
+                BenchCommand::Unlearn {
+                    datasets,
+                    args,
+                    requests,
+                    seeds,
+                    sequence,
+                    stop,
+                    work,
+                    write,
+                    env,
+                },
+        } => commands::forget_options(&stop, false).and_then(|opts| {
+            commands::train_config(&args).and_then(|cfg| {
+                let b = bench::UnlearnBench {
+                    datasets,
+                    model: args.model.clone(),
+                    cfg,
+                    requests,
+                    seeds,
+                    sequence,
+                    opts,
+                    work,
+                    write,
+                };
+                bench::bench_unlearn(&b, &env)
             })
-        }
+        }),
         Command::Data {
             command: DataCommand::Fetch { name, mirror, env },
         } => commands::fetch(&name, mirror.as_deref(), &env),

@@ -336,3 +336,45 @@ fn successive_requests_build_on_the_committed_chain() {
     // Only files of the live chain remain on disk.
     assert_eq!(chain_files(&run.0).len(), c.manifest.files().len());
 }
+
+#[test]
+fn a_full_disk_is_reported_by_name_and_loses_nothing() {
+    let data = tiny_data();
+    let run = Tmp::new("enospc");
+    train_tiny(&run.0, &data, ModelKind::MlpSmall, tiny_cfg(10));
+    let old = state(&run.0);
+    for nth in [1, 5, 12] {
+        atomic::arm_errno("write:data:", nth, 28);
+        let e = forget::<B>(
+            &run.0,
+            &data,
+            &[3],
+            &quick(),
+            &Default::default(),
+            &mut NoProgress,
+        )
+        .unwrap_err();
+        atomic::disarm();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("No space left on device") && msg.contains(".safetensors.tmp"),
+            "{msg}"
+        );
+        assert_eq!(
+            state(&run.0),
+            old,
+            "a failed write must leave the old chain"
+        );
+    }
+    // Once space is back the request goes through.
+    forget::<B>(
+        &run.0,
+        &data,
+        &[3],
+        &quick(),
+        &Default::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+    assert_eq!(state(&run.0).0, old.0 + 1);
+}

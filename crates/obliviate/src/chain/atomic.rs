@@ -12,14 +12,39 @@ use std::path::Path;
 use crate::error::{Error, IoContext, Result};
 
 thread_local! {
-    static ARMED: RefCell<Option<(String, u64)>> = const { RefCell::new(None) };
+    static ARMED: RefCell<Option<Armed>> = const { RefCell::new(None) };
+}
+
+struct Armed {
+    prefix: String,
+    left: u64,
+    /// Fail with this OS error (e.g. 28, ENOSPC) instead of [`Error::Failpoint`].
+    errno: Option<i32>,
 }
 
 /// Arms a failpoint on this thread: the `nth` (1-based) event whose name starts with `prefix`
 /// returns [`Error::Failpoint`] instead of proceeding. Events are `write:before:<file>` and
 /// `write:after:<file>`, plus named points such as `train:block-written`.
 pub fn arm(prefix: &str, nth: u64) {
-    ARMED.with(|a| *a.borrow_mut() = Some((prefix.to_string(), nth.max(1))));
+    ARMED.with(|a| {
+        *a.borrow_mut() = Some(Armed {
+            prefix: prefix.to_string(),
+            left: nth.max(1),
+            errno: None,
+        })
+    });
+}
+
+/// Like [`arm`], but the event fails with OS error `errno` as the real system call would
+/// (28 = ENOSPC, a full disk). Data writes report `write:data:<file>` events.
+pub fn arm_errno(prefix: &str, nth: u64, errno: i32) {
+    ARMED.with(|a| {
+        *a.borrow_mut() = Some(Armed {
+            prefix: prefix.to_string(),
+            left: nth.max(1),
+            errno: Some(errno),
+        })
+    });
 }
 
 /// Disarms this thread's failpoint; returns true if it was still armed (never fired).
@@ -33,20 +58,28 @@ pub fn hit(event: &str) -> Result<()> {
     let fire = ARMED.with(|a| {
         let mut a = a.borrow_mut();
         match a.as_mut() {
-            Some((prefix, n)) if event.starts_with(prefix.as_str()) => {
-                *n -= 1;
-                if *n == 0 {
+            Some(armed) if event.starts_with(armed.prefix.as_str()) => {
+                armed.left -= 1;
+                if armed.left == 0 {
+                    let errno = armed.errno;
                     *a = None;
-                    true
+                    Some(errno)
                 } else {
-                    false
+                    None
                 }
             }
-            _ => false,
+            _ => None,
         }
     });
-    if fire {
-        return Err(Error::Failpoint(event.to_string()));
+    match fire {
+        Some(Some(errno)) => {
+            return Err(Error::Io {
+                path: event.into(),
+                source: std::io::Error::from_raw_os_error(errno),
+            });
+        }
+        Some(None) => return Err(Error::Failpoint(event.to_string())),
+        None => {}
     }
     if let Some(spec) = env_failpoint() {
         let (prefix, n) = spec;
@@ -87,6 +120,13 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).at(&tmp)?;
+        hit(&format!("write:data:{name}")).map_err(|e| match e {
+            Error::Io { source, .. } => Error::Io {
+                path: tmp.clone(),
+                source,
+            },
+            other => other,
+        })?;
         f.write_all(bytes).at(&tmp)?;
         f.sync_all().at(&tmp)?;
         Ok(())
