@@ -241,5 +241,6 @@ fn demo_runs_the_whole_method() {
         assert!(v[key].as_f64().is_some(), "demo --json lacks {key}: {v}");
     }
     assert!(v["original_accuracy"].as_f64().unwrap() > 0.8);
-    assert!(v["speedup"].as_f64().unwrap() > 1.0);
+    // Forgetting one id retrains only part of the chain (timings are for benchmarks, not tests).
+    assert!(v["blocks_retrained_mean"].as_f64().unwrap() < v["blocks"].as_f64().unwrap());
 }
