@@ -62,7 +62,7 @@ pub fn load_data(name: DatasetName, limit: Option<(usize, usize)>, env: &Env) ->
 /// Loads the dataset a run was trained on.
 pub fn run_data(chain: &Chain, env: &Env) -> Result<Dataset> {
     let d = &chain.manifest.dataset;
-    let data = load_data(d.name, d.limit, env)?;
+    let data = Dataset::load(d.name, env.data_dir.as_deref())?.derive(&d.origin())?;
     chain.check_dataset(&data)?;
     Ok(data)
 }
@@ -365,7 +365,11 @@ pub fn forget(
     let mut bars = Bars::new(env.json);
     let r = on_backend!(env, B, device => obliviate::unlearn::forget::<B>(run, &data, &ids, &opts, &device, &mut bars)?);
     if let Some(p) = plot {
-        obliviate::report::plot::residuals(p, &r)?;
+        let scale = Chain::open(run)?.served()?.numel() as f64;
+        obliviate::report::plot::residuals(
+            p,
+            &obliviate::report::plot::ResidualSeries::from_report(&r, scale),
+        )?;
     }
     let v = json!({
         "first_block": r.first_block, "last_block": r.last_block, "stop_block": r.stop_block,
@@ -428,10 +432,17 @@ fn data_blocks(run: &Path) -> usize {
         .unwrap_or(0)
 }
 
-pub fn retrain(run: &Path, out: &Path, env: &Env) -> Result<()> {
+pub fn retrain(run: &Path, out: &Path, seed: Option<u64>, env: &Env) -> Result<()> {
     let data = run_data(&Chain::open(run)?, env)?;
     let mut bars = Bars::new(env.json);
-    let s = on_backend!(env, B, device => obliviate::train::retrain::<B>(run, out, &data, &device, &mut bars)?);
+    let s = match seed {
+        None => {
+            on_backend!(env, B, device => obliviate::train::retrain::<B>(run, out, &data, &device, &mut bars)?)
+        }
+        Some(seed) => {
+            on_backend!(env, B, device => obliviate::train::retrain_with_seed::<B>(run, out, &data, seed, &device, &mut bars)?)
+        }
+    };
     emit(env, &serde_json::to_value(&s)?, || {
         println!(
             "retrained {} blocks from scratch in {:.1} s",

@@ -1,5 +1,6 @@
 //! `obliviate`: the command-line front end of the unlearning engine.
 
+mod audit;
 mod bench;
 mod commands;
 mod demo;
@@ -167,6 +168,9 @@ enum Command {
         /// New run folder.
         #[arg(long)]
         out: PathBuf,
+        /// Use another seed (new split, weights and order): a second retrain for noise floors.
+        #[arg(long)]
+        seed: Option<u64>,
         #[command(flatten)]
         env: Env,
     },
@@ -181,6 +185,35 @@ enum Command {
         /// Seed of the training run and of the ids picked.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        #[command(flatten)]
+        env: Env,
+    },
+    /// Prove a deletion: backdoor verification.
+    Verify {
+        #[command(subcommand)]
+        command: VerifyCommand,
+    },
+    /// Audit a deletion: membership inference and distance to the retrained model.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Write a Markdown and a standalone HTML report of a run (requests, audits, figures).
+    Report {
+        /// The run.
+        run: PathBuf,
+        /// Output folder.
+        #[arg(long, default_value = "report")]
+        out: PathBuf,
+        /// A retrained run to compare with (adds membership inference and distances).
+        #[arg(long)]
+        against: Option<PathBuf>,
+        /// A copy of the run from before forgetting.
+        #[arg(long)]
+        original: Option<PathBuf>,
+        /// A retrain with another seed (noise floor).
+        #[arg(long)]
+        floor: Option<PathBuf>,
         #[command(flatten)]
         env: Env,
     },
@@ -248,6 +281,77 @@ enum BenchCommand {
 }
 
 #[derive(Subcommand)]
+enum VerifyCommand {
+    /// Train with a backdoored user, forget them, retrain without them; compare attack success.
+    /// Exit code 0 = pass, 2 = fail.
+    Backdoor {
+        #[command(flatten)]
+        args: TrainArgs,
+        /// Share of the training set owned by the user.
+        #[arg(long, default_value_t = 0.01)]
+        fraction: f64,
+        /// Side of the square trigger patch in pixels.
+        #[arg(long, default_value_t = 4)]
+        patch: usize,
+        /// Column of the patch (default: right edge).
+        #[arg(long)]
+        x: Option<usize>,
+        /// Row of the patch (default: bottom edge).
+        #[arg(long)]
+        y: Option<usize>,
+        /// Class the trigger maps to.
+        #[arg(long, default_value_t = 0)]
+        target: u16,
+        /// Folder for the two runs (default ./backdoor-runs).
+        #[arg(long)]
+        work: Option<PathBuf>,
+        #[command(flatten)]
+        stop: StopArgs,
+        #[command(flatten)]
+        env: Env,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Membership-inference attacks (loss and confidence) on the forgotten samples.
+    Mia {
+        /// The unlearned run.
+        run: PathBuf,
+        /// Forgotten ids to attack (default: every id the run has forgotten).
+        #[arg(long, value_delimiter = ',')]
+        ids: Option<Vec<u64>>,
+        /// The retrained run (`obliviate retrain`).
+        #[arg(long)]
+        against: PathBuf,
+        /// A copy of the run from before forgetting.
+        #[arg(long)]
+        original: Option<PathBuf>,
+        /// A retrain with another seed (`retrain --seed`), for the noise floor.
+        #[arg(long)]
+        floor: Option<PathBuf>,
+        /// Seed of the attacks' sampling and cross-validation folds.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        env: Env,
+    },
+    /// Weight L2 distance and mean output KL divergence between the unlearned and retrained models.
+    Distance {
+        /// The unlearned run.
+        run: PathBuf,
+        /// The retrained run.
+        #[arg(long)]
+        against: PathBuf,
+        /// A retrain with another seed: prints the retrain-vs-retrain noise floor too.
+        #[arg(long)]
+        floor: Option<PathBuf>,
+        #[command(flatten)]
+        env: Env,
+    },
+}
+
+#[derive(Subcommand)]
 enum DataCommand {
     /// Download a dataset's canonical files and verify their checksums.
     Fetch {
@@ -281,7 +385,87 @@ fn main() {
             plot,
             env,
         } => commands::forget(&run, &ids, &stop, skip_missing, plot.as_deref(), &env),
-        Command::Retrain { run, out, env } => commands::retrain(&run, &out, &env),
+        Command::Retrain {
+            run,
+            out,
+            seed,
+            env,
+        } => commands::retrain(&run, &out, seed, &env),
+        Command::Verify {
+            command:
+                VerifyCommand::Backdoor {
+                    args,
+                    fraction,
+                    patch,
+                    x,
+                    y,
+                    target,
+                    work,
+                    stop,
+                    env,
+                },
+        } => {
+            let b = audit::BackdoorArgs {
+                fraction,
+                patch,
+                x,
+                y,
+                target,
+                work,
+            };
+            match audit::backdoor(&args, &b, &stop, &env) {
+                Ok(true) => Ok(()),
+                Ok(false) => std::process::exit(2),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Mia {
+                    run,
+                    ids,
+                    against,
+                    original,
+                    floor,
+                    seed,
+                    env,
+                },
+        } => audit::mia_cmd(
+            &run,
+            ids,
+            &against,
+            original.as_deref(),
+            floor.as_deref(),
+            seed,
+            &env,
+        ),
+        Command::Report {
+            run,
+            out,
+            against,
+            original,
+            floor,
+            env,
+        } => audit::report_cmd(
+            &run,
+            obliviate::report::page::ReportOptions {
+                out,
+                against,
+                original,
+                floor,
+                seed: 0,
+            },
+            &env,
+        ),
+        Command::Audit {
+            command:
+                AuditCommand::Distance {
+                    run,
+                    against,
+                    floor,
+                    env,
+                },
+        } => audit::distance_cmd(&run, &against, floor.as_deref(), &env),
         Command::Demo {
             dir,
             requests,

@@ -244,3 +244,150 @@ fn demo_runs_the_whole_method() {
     // Forgetting one id retrains only part of the chain (timings are for benchmarks, not tests).
     assert!(v["blocks_retrained_mean"].as_f64().unwrap() < v["blocks"].as_f64().unwrap());
 }
+
+fn copy_run(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst.join("blocks")).unwrap();
+    for sub in ["", "blocks"] {
+        for e in std::fs::read_dir(src.join(sub)).unwrap().flatten() {
+            if e.path().is_file() && e.file_name() != ".lock" {
+                std::fs::copy(e.path(), dst.join(sub).join(e.file_name())).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn audits_report_and_backdoor_verification() {
+    let t = Tmp::new("audit");
+    let (r, orig, gold, floor) = (
+        t.0.join("run"),
+        t.0.join("orig"),
+        t.0.join("gold"),
+        t.0.join("floor"),
+    );
+    json(&train(&r, &[]));
+    copy_run(&r, &orig);
+    json(&run(bin().arg("forget").arg(&r).args([
+        "--ids",
+        "4,9,33,120,301,555",
+        "--epsilon",
+        "0",
+        "--min-points",
+        "1000",
+        "--json",
+    ])));
+    json(&run(bin()
+        .arg("retrain")
+        .arg(&r)
+        .arg("--out")
+        .arg(&gold)
+        .arg("--json")));
+    json(&run(bin()
+        .arg("retrain")
+        .arg(&r)
+        .arg("--out")
+        .arg(&floor)
+        .args(["--seed", "99", "--json"])));
+
+    let m = json(&run(bin()
+        .args(["audit", "mia"])
+        .arg(&r)
+        .arg("--against")
+        .arg(&gold)
+        .arg("--original")
+        .arg(&orig)
+        .arg("--floor")
+        .arg(&floor)
+        .arg("--json")));
+    let models = m["models"].as_array().unwrap();
+    assert_eq!(models.len(), 4);
+    assert_eq!(m["forgotten"], 6);
+    for x in models {
+        let auc = x["loss"]["auc"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&auc), "{x}");
+    }
+    // Exact forgetting (ε = 0) equals retraining, so the attacks see identical models.
+    assert_eq!(models[1]["loss"]["auc"], models[2]["loss"]["auc"]);
+
+    let d = json(&run(bin()
+        .args(["audit", "distance"])
+        .arg(&r)
+        .arg("--against")
+        .arg(&gold)
+        .arg("--floor")
+        .arg(&floor)
+        .arg("--json")));
+    assert_eq!(d["weight_l2"].as_f64().unwrap(), 0.0);
+    assert_eq!(d["mean_kl"].as_f64().unwrap(), 0.0);
+    assert!(d["floor"]["weight_l2"].as_f64().unwrap() > 0.0);
+
+    let out = t.0.join("report");
+    let rep = json(&run(bin()
+        .arg("report")
+        .arg(&r)
+        .arg("--against")
+        .arg(&gold)
+        .arg("--original")
+        .arg(&orig)
+        .arg("--floor")
+        .arg(&floor)
+        .arg("--out")
+        .arg(&out)
+        .arg("--json")));
+    let html = std::fs::read_to_string(rep["html"].as_str().unwrap()).unwrap();
+    assert!(
+        html.contains("<svg")
+            && html.contains("Membership inference")
+            && html.contains("noise floor")
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("![") && md.contains("| 1 | 6 |"), "{md}");
+    for f in ["accuracy.svg", "mia-roc.svg", "residuals-1.svg"] {
+        assert!(std::fs::metadata(out.join(f)).unwrap().len() > 2_000, "{f}");
+    }
+
+    let work = t.0.join("bd");
+    let b = run(bin()
+        .args([
+            "verify",
+            "backdoor",
+            "--model",
+            "lenet5",
+            "--blocks",
+            "12",
+            "--epochs-per-block",
+            "2",
+            "--batch-size",
+            "16",
+            "--lr",
+            "0.05",
+            "--lr-final",
+            "0.3",
+            "--train-limit",
+            "600",
+            "--test-limit",
+            "200",
+            "--fraction",
+            "0.1",
+            "--epsilon",
+            "0",
+            "--min-points",
+            "1000",
+            "--json",
+            "--work",
+        ])
+        .arg(&work));
+    let code = b.status.code();
+    assert!(
+        code == Some(0) || code == Some(2),
+        "{}",
+        String::from_utf8_lossy(&b.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&b.stdout).unwrap();
+    assert_eq!(v["pass"].as_bool().unwrap(), code == Some(0));
+    assert_eq!(
+        v["unlearned"]["attack_success_rate"],
+        v["retrained"]["attack_success_rate"]
+    );
+    assert_eq!(v["user_samples"], 60);
+}

@@ -38,6 +38,28 @@ pub struct DatasetRecord {
     /// When set, only the first N training / test samples were used.
     #[serde(default)]
     pub limit: Option<(usize, usize)>,
+    /// When set, these training samples carried a backdoor trigger (`verify backdoor`).
+    #[serde(default)]
+    pub backdoor: Option<crate::audit::backdoor::Backdoor>,
+}
+
+impl DatasetRecord {
+    /// How the training data was derived from the canonical files.
+    pub fn origin(&self) -> DataOrigin {
+        DataOrigin {
+            limit: self.limit,
+            backdoor: self.backdoor.clone(),
+        }
+    }
+}
+
+/// How a run's data derives from the canonical dataset: a prefix and/or a backdoored user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataOrigin {
+    /// Only the first (train, test) samples.
+    pub limit: Option<(usize, usize)>,
+    /// A poisoned user.
+    pub backdoor: Option<crate::audit::backdoor::Backdoor>,
 }
 
 /// Hyper-parameters of block-wise training.

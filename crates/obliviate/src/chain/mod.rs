@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-pub use manifest::{BlockRecord, DatasetRecord, FileRef, Manifest, TrainConfig};
+pub use manifest::{BlockRecord, DataOrigin, DatasetRecord, FileRef, Manifest, TrainConfig};
 
 use crate::data::{Dataset, hex};
 use crate::error::{Error, IoContext, Result};
@@ -256,17 +256,46 @@ impl Chain {
     /// θ_k = θ_0 + δ_1 + … + δ_k, folded left to right in f32 (the definition of the chain).
     pub fn theta(&self, k: usize) -> Result<ParamSet> {
         let (mut theta, _) = self.read_set(&self.manifest.theta0)?;
-        for b in &self.manifest.blocks[..k] {
-            let r = b
-                .delta
-                .as_ref()
-                .ok_or_else(|| chain_err(&self.dir, format!("block {} is not trained", b.index)))?;
-            let (d, _) = self.read_set(r)?;
-            theta
-                .add_assign(&d)
-                .map_err(|e| chain_err(&self.dir, format!("{}: {e}", r.file)))?;
-        }
+        self.fold_into(&mut theta, 1, k)?;
         Ok(theta)
+    }
+
+    /// Adds δ_from ..= δ_to (1-based) to `acc`, in block order. Files are read, hashed and
+    /// decoded in parallel, in batches of bounded size; the additions stay sequential so the
+    /// result is bit-identical to a one-by-one fold.
+    pub fn fold_into(&self, acc: &mut ParamSet, from: usize, to: usize) -> Result<()> {
+        use rayon::prelude::*;
+        if from > to {
+            return Ok(());
+        }
+        let refs: Vec<&FileRef> = self.manifest.blocks[from - 1..to]
+            .iter()
+            .map(|b| {
+                b.delta.as_ref().ok_or_else(|| {
+                    chain_err(&self.dir, format!("block {} is not trained", b.index))
+                })
+            })
+            .collect::<Result<_>>()?;
+        const BATCH_BYTES: u64 = 256 << 20;
+        let mut start = 0;
+        while start < refs.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < refs.len() && (end == start || bytes + refs[end].bytes <= BATCH_BYTES) {
+                bytes += refs[end].bytes;
+                end += 1;
+            }
+            let sets: Vec<Result<ParamSet>> = refs[start..end]
+                .par_iter()
+                .map(|r| self.read_set(r).map(|s| s.0))
+                .collect();
+            for (r, set) in refs[start..end].iter().zip(sets) {
+                acc.add_assign(&set?)
+                    .map_err(|e| chain_err(&self.dir, format!("{}: {e}", r.file)))?;
+            }
+            start = end;
+        }
+        Ok(())
     }
 
     /// o_k and the optimizer step count after block k.

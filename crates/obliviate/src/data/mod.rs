@@ -387,6 +387,18 @@ impl Dataset {
         )
     }
 
+    /// The data a run was trained on: this (canonical) dataset cut and poisoned as `origin` says.
+    pub fn derive(self, origin: &crate::chain::DataOrigin) -> Result<Self> {
+        let data = match origin.limit {
+            Some((tr, te)) => self.truncated(tr, te)?,
+            None => self,
+        };
+        match &origin.backdoor {
+            Some(b) => b.poison(&data),
+            None => Ok(data),
+        }
+    }
+
     /// Dataset restricted to its first `n_train` training and `n_test` test samples (ids kept).
     pub fn truncated(&self, n_train: usize, n_test: usize) -> Result<Self> {
         let cut = |s: &Samples, n: usize| {

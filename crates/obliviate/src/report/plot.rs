@@ -1,5 +1,5 @@
-//! Residual-memory plots (plotters; PNG or SVG by file extension) with a bundled font, so
-//! figures render the same on a machine without any system fonts.
+//! Figures (plotters; PNG or SVG by file extension) with a bundled font, so they render the same
+//! on a machine without any system fonts.
 
 use std::path::Path;
 use std::sync::Once;
@@ -8,6 +8,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::ledger::{PowerLaw, Request};
 use crate::unlearn::ForgetReport;
 
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
@@ -27,27 +28,95 @@ fn render_err(path: &Path, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Residual memory r_k against block k, the fitted power law and the stop block.
-pub fn residuals(path: &Path, r: &ForgetReport) -> Result<()> {
+type Drawn = std::result::Result<(), String>;
+
+/// Renders `draw` to `path`: PNG for `.png`, SVG otherwise.
+fn render(
+    path: &Path,
+    size: (u32, u32),
+    png: &dyn Fn(&DrawingArea<BitMapBackend<'_>, Shift>) -> Drawn,
+    svg: &dyn Fn(&DrawingArea<SVGBackend<'_>, Shift>) -> Drawn,
+) -> Result<()> {
     register();
-    let png = path
+    let result = if path
         .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
-    let result = if png {
-        let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
-        draw_residuals(&root, r).and_then(|_| root.present().map_err(|e| e.to_string()))
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+    {
+        let root = BitMapBackend::new(path, size).into_drawing_area();
+        png(&root).and_then(|_| root.present().map_err(|e| e.to_string()))
     } else {
-        let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
-        draw_residuals(&root, r).and_then(|_| root.present().map_err(|e| e.to_string()))
+        let root = SVGBackend::new(path, size).into_drawing_area();
+        svg(&root).and_then(|_| root.present().map_err(|e| e.to_string()))
     };
     result.map_err(|e| render_err(path, e))
+}
+
+/// What a residual-memory chart shows: one request's series, fit and blocks.
+#[derive(Debug, Clone)]
+pub struct ResidualSeries {
+    /// Request number.
+    pub request: u64,
+    /// Ids in the request.
+    pub ids: usize,
+    /// d.
+    pub first_block: usize,
+    /// L.
+    pub last_block: usize,
+    /// s.
+    pub stop_block: usize,
+    /// r_d..r_s (L1).
+    pub residuals: Vec<f64>,
+    /// Fit at the stop, if any (fitted to residual / `scale`).
+    pub fit: Option<PowerLaw>,
+    /// Rule that stopped retraining.
+    pub stop_rule: String,
+    /// Parameter count the fit was normalised by.
+    pub scale: f64,
+}
+
+impl ResidualSeries {
+    /// From a fresh forget report.
+    pub fn from_report(r: &ForgetReport, scale: f64) -> Self {
+        ResidualSeries {
+            request: r.request,
+            ids: r.ids.len(),
+            first_block: r.first_block,
+            last_block: r.last_block,
+            stop_block: r.stop_block,
+            residuals: r.residuals.clone(),
+            fit: r.fit,
+            stop_rule: r.stop_rule.clone(),
+            scale,
+        }
+    }
+    /// From a ledger row.
+    pub fn from_request(r: &Request, scale: f64) -> Self {
+        ResidualSeries {
+            request: r.id,
+            ids: r.ids.len(),
+            first_block: r.first_block,
+            last_block: r.last_block,
+            stop_block: r.stop_block,
+            residuals: r.residuals_l1.clone(),
+            fit: r.fit,
+            stop_rule: r.stop_rule.clone(),
+            scale,
+        }
+    }
+}
+
+/// Residual memory r_k against block k, the fitted power law and the stop block.
+pub fn residuals(path: &Path, r: &ResidualSeries) -> Result<()> {
+    render(path, (900, 540), &|a| draw_residuals(a, r), &|a| {
+        draw_residuals(a, r)
+    })
 }
 
 /// Draws the residual chart of one request on any plotters backend.
 pub fn draw_residuals<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    r: &ForgetReport,
-) -> std::result::Result<(), String> {
+    r: &ResidualSeries,
+) -> Drawn {
     let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
     root.fill(&WHITE).map_err(e)?;
     let d = r.first_block as f64;
@@ -64,10 +133,7 @@ pub fn draw_residuals<DB: DrawingBackend>(
         .caption(
             format!(
                 "Residual memory, request {} ({} id(s), stop at block {}, {} rule)",
-                r.request,
-                r.ids.len(),
-                r.stop_block,
-                r.stop_rule
+                r.request, r.ids, r.stop_block, r.stop_rule
             ),
             ("sans-serif", 18),
         )
@@ -80,6 +146,7 @@ pub fn draw_residuals<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc("block k")
         .y_desc("r_k = ||δ_k − δ'_k||₁")
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(e)?;
@@ -92,18 +159,21 @@ pub fn draw_residuals<DB: DrawingBackend>(
         .draw_series(pts.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))
         .map_err(e)?;
     if let Some(f) = r.fit {
-        // The fit uses x = k − d for blocks after d.
+        // The fit uses x = k − d for blocks after d, on residuals divided by the parameter count.
         let curve: Vec<(f64, f64)> = (0..=200)
             .map(|i| {
                 let k = d + 1.0 + (x1 - d - 1.0).max(0.0) * i as f64 / 200.0;
                 let x = k - d;
-                (k, (f.a * x.powf(-f.h) + f.b).clamp(0.0, ymax))
+                (k, ((f.a * x.powf(-f.h) + f.b) * r.scale).clamp(0.0, ymax))
             })
             .collect();
         chart
             .draw_series(LineSeries::new(curve, RED.stroke_width(2)))
             .map_err(e)?
-            .label(format!("fit {:.3e}·x^-{:.2} + {:.3e}", f.a, f.h, f.b))
+            .label(format!(
+                "fit ({:.2e}·x^-{:.2} + {:.2e}) × {:.0} params",
+                f.a, f.h, f.b, r.scale
+            ))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
     }
     let s = r.stop_block as f64;
@@ -126,6 +196,92 @@ pub fn draw_residuals<DB: DrawingBackend>(
         .map_err(e)?
         .label(format!("last affected block L = {}", r.last_block))
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(e)?;
+    Ok(())
+}
+
+/// A line chart's content: title, axis names, named series and an optional y range.
+pub struct Lines<'a> {
+    /// Caption.
+    pub title: &'a str,
+    /// x axis.
+    pub x_desc: &'a str,
+    /// y axis.
+    pub y_desc: &'a str,
+    /// `(label, points)` per series.
+    pub series: &'a [(String, Vec<(f64, f64)>)],
+    /// Fixed y range, else fitted to the data.
+    pub y_range: Option<(f64, f64)>,
+}
+
+/// Line chart of named series; PNG or SVG by extension.
+pub fn lines(path: &Path, c: &Lines<'_>) -> Result<()> {
+    render(path, (800, 500), &|a| draw_lines(a, c), &|a| {
+        draw_lines(a, c)
+    })
+}
+
+fn draw_lines<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Lines<'_>) -> Drawn {
+    let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
+    root.fill(&WHITE).map_err(e)?;
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
+    for &(x, y) in c.series.iter().flat_map(|s| s.1.iter()) {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if !x0.is_finite() {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    if x1 <= x0 {
+        x0 -= 0.5;
+        x1 = x0 + 1.0;
+    }
+    let (y0, y1) = c.y_range.unwrap_or_else(|| {
+        let pad = ((y1 - y0) * 0.1).max(1e-3);
+        (y0 - pad, y1 + pad)
+    });
+    let mut chart = ChartBuilder::on(root)
+        .caption(c.title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc(c.x_desc)
+        .y_desc(c.y_desc)
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(e)?;
+    for (i, (label, pts)) in c.series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+            .map_err(e)?
+            .label(label.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        if pts.len() <= 60 {
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(e)?;
+        }
+    }
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))

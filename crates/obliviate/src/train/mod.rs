@@ -16,7 +16,7 @@ use burn::tensor::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
 
 pub use progress::{NoProgress, Progress};
-pub use run::{TrainSummary, resume, retrain, train};
+pub use run::{TrainSummary, resume, retrain, retrain_with_seed, train, train_with};
 
 use crate::chain::TrainConfig;
 use crate::data::split::epoch_order;

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{BlockTrainer, Progress, backend_name, test_accuracy};
 use crate::chain::{
-    BlockRecord, Chain, DatasetRecord, Manifest, TrainConfig, atomic, manifest::FORMAT,
+    BlockRecord, Chain, DataOrigin, DatasetRecord, Manifest, TrainConfig, atomic, manifest::FORMAT,
 };
 use crate::data::{Dataset, split};
 use crate::error::Result;
@@ -37,7 +37,7 @@ pub struct TrainSummary {
 /// How often the manifest is rewritten during training: a crash loses at most this much work.
 const COMMIT_EVERY: Duration = Duration::from_secs(2);
 
-fn dataset_record(data: &Dataset, limit: Option<(usize, usize)>) -> DatasetRecord {
+fn dataset_record(data: &Dataset, origin: &DataOrigin) -> DatasetRecord {
     DatasetRecord {
         name: data.name,
         fingerprint: data.fingerprint.clone(),
@@ -45,7 +45,8 @@ fn dataset_record(data: &Dataset, limit: Option<(usize, usize)>) -> DatasetRecor
         test_samples: data.test.len(),
         shape: data.shape,
         classes: data.classes,
-        limit,
+        limit: origin.limit,
+        backdoor: origin.backdoor.clone(),
     }
 }
 
@@ -60,13 +61,31 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
     progress: &mut dyn Progress,
 ) -> Result<TrainSummary> {
+    let origin = DataOrigin {
+        limit,
+        backdoor: None,
+    };
+    train_with::<B>(dir, data, kind, cfg, &origin, device, progress)
+}
+
+/// [`train`] for data derived from the canonical files as `origin` says (recorded in the
+/// manifest so later commands rebuild the same data).
+pub fn train_with<B: AutodiffBackend>(
+    dir: &Path,
+    data: &Dataset,
+    kind: ModelKind,
+    cfg: TrainConfig,
+    origin: &DataOrigin,
+    device: &B::Device,
+    progress: &mut dyn Progress,
+) -> Result<TrainSummary> {
     let blocks = split::stratified(&data.train.ids, &data.train.labels, cfg.blocks, cfg.seed)?;
     create_and_train::<B>(
         dir,
         data,
         kind,
         cfg,
-        limit,
+        origin,
         blocks,
         Vec::new(),
         device,
@@ -80,7 +99,7 @@ fn create_and_train<B: AutodiffBackend>(
     data: &Dataset,
     kind: ModelKind,
     cfg: TrainConfig,
-    limit: Option<(usize, usize)>,
+    origin: &DataOrigin,
     blocks: Vec<Vec<u64>>,
     deleted: Vec<u64>,
     device: &B::Device,
@@ -96,7 +115,7 @@ fn create_and_train<B: AutodiffBackend>(
     let manifest = Manifest {
         format: FORMAT,
         generation: 0,
-        dataset: dataset_record(data, limit),
+        dataset: dataset_record(data, origin),
         model: kind,
         config: cfg,
         backend: backend_name::<B>(),
@@ -171,7 +190,45 @@ pub fn retrain<B: AutodiffBackend>(
         data,
         m.model,
         m.config,
-        m.dataset.limit,
+        &m.dataset.origin(),
+        blocks,
+        m.deleted.clone(),
+        device,
+        progress,
+    )
+}
+
+/// Like [`retrain`], but with another seed (new split, initial weights and order): two such
+/// retrains give the noise floor that unlearned-vs-retrained distances are judged against.
+pub fn retrain_with_seed<B: AutodiffBackend>(
+    run: &Path,
+    out: &Path,
+    data: &Dataset,
+    seed: u64,
+    device: &B::Device,
+    progress: &mut dyn Progress,
+) -> Result<TrainSummary> {
+    let src = Chain::open(run)?;
+    src.check_dataset(data)?;
+    let m = &src.manifest;
+    let cfg = TrainConfig { seed, ..m.config };
+    let kept: Vec<(u64, u16)> = data
+        .train
+        .ids
+        .iter()
+        .zip(&data.train.labels)
+        .filter(|(id, _)| m.deleted.binary_search(id).is_err())
+        .map(|(&i, &l)| (i, l))
+        .collect();
+    let ids: Vec<u64> = kept.iter().map(|k| k.0).collect();
+    let labels: Vec<u16> = kept.iter().map(|k| k.1).collect();
+    let blocks = split::stratified(&ids, &labels, cfg.blocks, seed)?;
+    create_and_train::<B>(
+        out,
+        data,
+        m.model,
+        cfg,
+        &m.dataset.origin(),
         blocks,
         m.deleted.clone(),
         device,

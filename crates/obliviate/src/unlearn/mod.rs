@@ -323,13 +323,7 @@ pub fn replay<B: AutodiffBackend>(
     }
     progress.finish();
     let mut model = trainer.theta().clone();
-    for rec in &m.blocks[k..] {
-        let r = rec
-            .delta
-            .as_ref()
-            .ok_or_else(|| invalid("run", format!("block {} is not trained", rec.index)))?;
-        model.add_assign(&chain.read_set(r)?.0)?;
-    }
+    chain.fold_into(&mut model, k + 1, total)?;
     Ok(Replay {
         stop_block: k,
         residuals,

@@ -1,0 +1,206 @@
+//! `verify backdoor`: train with a backdoored user, forget the user, retrain without them, and
+//! compare attack success and clean accuracy of the three models.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::AutodiffBackend;
+use serde::Serialize;
+
+use super::backdoor::{Backdoor, Trigger};
+use super::outputs_of;
+use crate::chain::{Chain, DataOrigin, TrainConfig};
+use crate::data::{Dataset, Split};
+use crate::error::Result;
+use crate::model::ModelKind;
+use crate::params::ParamSet;
+use crate::train::{Progress, retrain, train_with};
+use crate::unlearn::{ForgetOptions, ForgetReport, forget};
+
+/// Settings of a backdoor verification.
+#[derive(Debug, Clone)]
+pub struct BackdoorSettings {
+    /// Model.
+    pub kind: ModelKind,
+    /// Training hyper-parameters.
+    pub cfg: TrainConfig,
+    /// Share of the training set the user owns.
+    pub fraction: f64,
+    /// The trigger.
+    pub trigger: Trigger,
+    /// How to forget.
+    pub opts: ForgetOptions,
+    /// Folder receiving the two runs (`backdoor-run`, `backdoor-retrain`).
+    pub work: PathBuf,
+    /// Original attack success needed for the test to mean anything.
+    pub min_original_asr: f64,
+    /// Largest |ASR(unlearned) − ASR(retrained)| that passes.
+    pub asr_tolerance: f64,
+    /// Largest |clean accuracy(unlearned) − clean accuracy(retrained)| that passes.
+    pub accuracy_tolerance: f64,
+}
+
+/// Clean accuracy and attack success rate of one model.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Scores {
+    /// Test accuracy on clean images.
+    pub clean_accuracy: f64,
+    /// Share of triggered test images (true class ≠ target) classified as the target.
+    pub attack_success_rate: f64,
+}
+
+/// Outcome of a backdoor verification.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackdoorReport {
+    /// Number of user samples.
+    pub user_samples: usize,
+    /// The trigger used.
+    pub trigger: Trigger,
+    /// Model trained with the user.
+    pub original: Scores,
+    /// After forgetting the user.
+    pub unlearned: Scores,
+    /// Retrained from scratch without the user.
+    pub retrained: Scores,
+    /// The forget request.
+    pub forget: ForgetReport,
+    /// Seconds of the retraining.
+    pub retrain_seconds: f64,
+    /// Whether every criterion held.
+    pub pass: bool,
+    /// One line per criterion, with the measured values.
+    pub criteria: Vec<String>,
+}
+
+fn scores<B: AutodiffBackend>(
+    kind: ModelKind,
+    theta: &ParamSet,
+    data: &Dataset,
+    triggered: &Dataset,
+    target: u16,
+    device: &B::Device,
+) -> Result<Scores> {
+    let clean = outputs_of::<B>(
+        kind,
+        theta,
+        data,
+        Split::Test,
+        &(0..data.test.len()).collect::<Vec<_>>(),
+        device,
+    )?;
+    let trig = outputs_of::<B>(
+        kind,
+        theta,
+        triggered,
+        Split::Test,
+        &(0..triggered.test.len()).collect::<Vec<_>>(),
+        device,
+    )?;
+    Ok(Scores {
+        clean_accuracy: clean.accuracy(),
+        attack_success_rate: trig.share_predicted(target as usize),
+    })
+}
+
+/// Runs the whole verification on `data` (already cut to `limit`, if any).
+pub fn verify_backdoor<B: AutodiffBackend>(
+    data: &Dataset,
+    limit: Option<(usize, usize)>,
+    s: &BackdoorSettings,
+    device: &B::Device,
+    progress: &mut dyn Progress,
+) -> Result<BackdoorReport> {
+    let trigger = s.trigger.checked(data)?;
+    let bd = Backdoor::choose(data, trigger, s.fraction, s.cfg.seed)?;
+    let poisoned = bd.poison(data)?;
+    let triggered = bd.triggered_test(&poisoned)?;
+    let run = s.work.join("backdoor-run");
+    let gold = s.work.join("backdoor-retrain");
+    for p in [&run, &gold] {
+        remove_run(p)?;
+    }
+    let origin = DataOrigin {
+        limit,
+        backdoor: Some(bd.clone()),
+    };
+    train_with::<B>(&run, &poisoned, s.kind, s.cfg, &origin, device, progress)?;
+    let original = scores::<B>(
+        s.kind,
+        &Chain::open(&run)?.served()?,
+        &poisoned,
+        &triggered,
+        trigger.target,
+        device,
+    )?;
+    let f = forget::<B>(&run, &poisoned, &bd.ids, &s.opts, device, progress)?;
+    let unlearned = scores::<B>(
+        s.kind,
+        &Chain::open(&run)?.served()?,
+        &poisoned,
+        &triggered,
+        trigger.target,
+        device,
+    )?;
+    let g = retrain::<B>(&run, &gold, &poisoned, device, progress)?;
+    let retrained = scores::<B>(
+        s.kind,
+        &Chain::open(&gold)?.served()?,
+        &poisoned,
+        &triggered,
+        trigger.target,
+        device,
+    )?;
+    let asr_gap = (unlearned.attack_success_rate - retrained.attack_success_rate).abs();
+    let acc_gap = (unlearned.clean_accuracy - retrained.clean_accuracy).abs();
+    let checks = [
+        (
+            original.attack_success_rate >= s.min_original_asr,
+            format!(
+                "original attack success {:.2} % ≥ {:.2} % (the backdoor was learned)",
+                100.0 * original.attack_success_rate,
+                100.0 * s.min_original_asr
+            ),
+        ),
+        (
+            asr_gap <= s.asr_tolerance,
+            format!(
+                "|ASR unlearned − ASR retrained| = {:.2} pt ≤ {:.2} pt",
+                100.0 * asr_gap,
+                100.0 * s.asr_tolerance
+            ),
+        ),
+        (
+            acc_gap <= s.accuracy_tolerance,
+            format!(
+                "|clean accuracy unlearned − retrained| = {:.2} pt ≤ {:.2} pt",
+                100.0 * acc_gap,
+                100.0 * s.accuracy_tolerance
+            ),
+        ),
+    ];
+    let pass = checks.iter().all(|c| c.0);
+    let criteria = checks
+        .iter()
+        .map(|(ok, t)| format!("{} {t}", if *ok { "PASS" } else { "FAIL" }))
+        .collect();
+    Ok(BackdoorReport {
+        user_samples: bd.ids.len(),
+        trigger,
+        original,
+        unlearned,
+        retrained,
+        forget: f,
+        retrain_seconds: g.seconds - g.eval_seconds,
+        pass,
+        criteria,
+    })
+}
+
+fn remove_run(p: &Path) -> Result<()> {
+    if p.join(crate::chain::MANIFEST).exists() || p.join(".lock").exists() {
+        std::fs::remove_dir_all(p).map_err(|source| crate::Error::Io {
+            path: p.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
+}
