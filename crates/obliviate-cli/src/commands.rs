@@ -376,6 +376,7 @@ pub fn forget(
         "blocks_retrained": r.blocks_retrained, "residuals": r.residuals, "residuals_l2": r.residuals_l2,
         "fit": r.fit, "stop_rule": r.stop_rule, "seconds": r.seconds, "test_accuracy": r.test_accuracy,
         "model_sha256": r.model_sha256, "request": r.request, "ids": r.ids, "skipped": r.skipped,
+        "eval_seconds": r.eval_seconds, "phases": r.phases,
     });
     emit(env, &v, || {
         println!(

@@ -70,10 +70,28 @@ pub struct ForgetReport {
     pub seconds: f64,
     /// Seconds spent measuring the unlearned model's test accuracy (reporting, not unlearning).
     pub eval_seconds: f64,
+    /// Where the time went: opening and checking the run, folding θ_{d−1}, retraining, stitching
+    /// the remaining increments, and committing.
+    pub phases: Phases,
     /// Test accuracy of the unlearned model.
     pub test_accuracy: f64,
     /// SHA-256 of the unlearned model file.
     pub model_sha256: String,
+}
+
+/// Seconds per phase of a forget request.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Phases {
+    /// Opening the run, the ledger and checking ids.
+    pub open: f64,
+    /// θ_{d−1} = θ_0 + Σ_{i<d} δ_i and o_{d−1}.
+    pub restore: f64,
+    /// Retraining blocks d..=s and comparing increments.
+    pub retrain: f64,
+    /// θ'_s + Σ_{i>s} δ_i.
+    pub stitch: f64,
+    /// Writing the model, the ledger row and the manifest.
+    pub commit: f64,
 }
 
 /// Splits requested ids into (to forget, unknown, already forgotten).
@@ -145,7 +163,9 @@ pub fn forget<B: AutodiffBackend>(
         })
         .collect::<Result<_>>()?;
     let (d, l) = (*blocks.first().unwrap_or(&1), *blocks.last().unwrap_or(&1));
+    let opened = start.elapsed().as_secs_f64();
     let replayed = replay::<B>(&chain, data, &removed, d, l, opts, device, progress)?;
+    let commit_start = Instant::now();
 
     // Commit: new files were written under the next generation; record, then switch manifest.
     let generation = chain.manifest.generation + 1;
@@ -179,6 +199,7 @@ pub fn forget<B: AutodiffBackend>(
         stop_rule: replayed.rule.to_string(),
         seconds: start.elapsed().as_secs_f64() - eval_seconds,
         eval_seconds,
+        phases: Phases { open: opened, commit: 0.0, ..replayed.phases },
         test_accuracy: acc,
         model_sha256: model.sha256.clone(),
     };
@@ -217,6 +238,7 @@ pub fn forget<B: AutodiffBackend>(
     m.generation = generation;
     chain.commit()?;
     let mut report = report;
+    report.phases.commit = commit_start.elapsed().as_secs_f64() - eval_seconds;
     report.seconds = start.elapsed().as_secs_f64() - eval_seconds;
     chain.collect_garbage()?;
     Ok(report)
@@ -236,6 +258,8 @@ pub struct Replay {
     pub files: Vec<(FileRef, FileRef, u64)>,
     /// θ'_s + Σ_{i>s} δ_i.
     pub model: ParamSet,
+    /// Restore, retrain and stitch seconds (open and commit are left at 0).
+    pub phases: Phases,
 }
 
 /// Retrains blocks from `d` without `removed`, comparing each new increment with the stored one,
@@ -258,9 +282,11 @@ pub fn replay<B: AutodiffBackend>(
         return Err(invalid("blocks", format!("first {d}, last {l} of {total}")));
     }
     let generation = m.generation + 1;
+    let t0 = Instant::now();
     let theta = chain.theta(d - 1)?;
     let (opt, step) = chain.opt_state(d - 1)?;
     let mut trainer = BlockTrainer::<B>::new(data, m.model, m.config, theta, &opt, step, device)?;
+    let t1 = Instant::now();
     let scale = trainer.theta().numel() as f64;
     let mut residuals = Vec::new();
     let mut files = Vec::new();
@@ -322,9 +348,17 @@ pub fn replay<B: AutodiffBackend>(
         k += 1;
     }
     progress.finish();
+    let t2 = Instant::now();
     let mut model = trainer.theta().clone();
     chain.fold_into(&mut model, k + 1, total)?;
+    let phases = Phases {
+        restore: t1.duration_since(t0).as_secs_f64(),
+        retrain: t2.duration_since(t1).as_secs_f64(),
+        stitch: t2.elapsed().as_secs_f64(),
+        ..Phases::default()
+    };
     Ok(Replay {
+        phases,
         stop_block: k,
         residuals,
         fit: decision.fit,
