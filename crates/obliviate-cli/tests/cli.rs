@@ -380,7 +380,9 @@ fn audits_report_and_backdoor_verification() {
     let code = b.status.code();
     assert!(
         code == Some(0) || code == Some(2),
-        "{}",
+        "verify backdoor exited with {:?}\nstdout: {}\nstderr: {}",
+        b.status,
+        String::from_utf8_lossy(&b.stdout),
         String::from_utf8_lossy(&b.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&b.stdout).unwrap();

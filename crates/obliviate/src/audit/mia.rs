@@ -101,7 +101,12 @@ pub fn mia(forget: &Outputs, test: &Outputs, seed: u64) -> MiaReport {
         .chain(ti.iter().map(|&i| test.confidence(i)))
         .collect();
     MiaReport {
-        loss: cv_attack(&loss, &loss.iter().map(|l| -l).collect::<Vec<_>>(), &y, seed),
+        loss: cv_attack(
+            &loss,
+            &loss.iter().map(|l| -l).collect::<Vec<_>>(),
+            &y,
+            seed,
+        ),
         confidence: cv_attack(&conf, &conf, &y, seed ^ 7),
         members: m,
         non_members: m,

@@ -54,13 +54,27 @@ pub fn sha256(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-fn seal(m: &Manifest) -> Result<Vec<u8>> {
-    let mut m = m.clone();
-    m.checksum = String::new();
+/// SHA-256 of a manifest's JSON with its `checksum` member removed, taken over the
+/// key-sorted compact form of the JSON *value*. Hashing the value as written (not the struct
+/// re-serialised) keeps manifests of older builds, which lack fields added since, verifiable.
+fn body_checksum(v: &serde_json::Value) -> Result<String> {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("checksum");
+    }
     let body =
-        serde_json::to_vec(&m).map_err(|e| crate::error::invalid("manifest", e.to_string()))?;
-    m.checksum = sha256(&body);
-    let mut out = serde_json::to_vec_pretty(&m)
+        serde_json::to_vec(&v).map_err(|e| crate::error::invalid("manifest", e.to_string()))?;
+    Ok(sha256(&body))
+}
+
+fn seal(m: &Manifest) -> Result<Vec<u8>> {
+    let mut v =
+        serde_json::to_value(m).map_err(|e| crate::error::invalid("manifest", e.to_string()))?;
+    let sum = body_checksum(&v)?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("checksum".into(), serde_json::Value::String(sum));
+    }
+    let mut out = serde_json::to_vec_pretty(&v)
         .map_err(|e| crate::error::invalid("manifest", e.to_string()))?;
     out.push(b'\n');
     Ok(out)
@@ -118,15 +132,20 @@ impl Chain {
                 ),
             ));
         }
-        let resealed = seal(&manifest)?;
-        let again: Manifest =
-            serde_json::from_slice(&resealed).map_err(|e| chain_err(dir, e.to_string()))?;
-        if again.checksum != manifest.checksum {
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Format {
+                path: path.clone(),
+                format: "manifest JSON",
+                offset: 0,
+                detail: e.to_string(),
+            })?;
+        let actual = body_checksum(&value)?;
+        if actual != manifest.checksum {
             return Err(Error::Checksum {
                 path,
                 algo: "sha256 (manifest body)",
                 expected: manifest.checksum,
-                actual: again.checksum,
+                actual,
             });
         }
         let c = Chain {

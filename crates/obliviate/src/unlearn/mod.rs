@@ -199,7 +199,11 @@ pub fn forget<B: AutodiffBackend>(
         stop_rule: replayed.rule.to_string(),
         seconds: start.elapsed().as_secs_f64() - eval_seconds,
         eval_seconds,
-        phases: Phases { open: opened, commit: 0.0, ..replayed.phases },
+        phases: Phases {
+            open: opened,
+            commit: 0.0,
+            ..replayed.phases
+        },
         test_accuracy: acc,
         model_sha256: model.sha256.clone(),
     };
