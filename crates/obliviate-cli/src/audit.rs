@@ -12,7 +12,7 @@ use obliviate::data::{Dataset, DatasetName, Split};
 use obliviate::model::ModelKind;
 use serde_json::json;
 
-use crate::commands::{emit, forget_options, load_data, on_backend, run_data, train_config};
+use crate::commands::{emit, forget_options, on_backend, run_data, train_config, training_data};
 use crate::progress::Bars;
 use crate::{Env, StopArgs, TrainArgs};
 
@@ -30,12 +30,7 @@ pub fn backdoor(args: &TrainArgs, b: &BackdoorArgs, stop: &StopArgs, env: &Env) 
     let name = DatasetName::parse(&args.dataset)?;
     let kind = ModelKind::parse(&args.model)?;
     let cfg = train_config(args)?;
-    let limit = match (args.train_limit, args.test_limit) {
-        (None, None) => None,
-        (tr, te) => Some((tr.unwrap_or(usize::MAX), te.unwrap_or(usize::MAX))),
-    };
-    let data = load_data(name, limit, env)?;
-    let limit = limit.map(|_| (data.train.len(), data.test.len()));
+    let (data, limit) = training_data(name, args, env)?;
     let mut trigger = Trigger::bottom_right(&data, b.patch, b.target)?;
     if let Some(x) = b.x {
         trigger.x = x;

@@ -59,6 +59,22 @@ pub fn load_data(name: DatasetName, limit: Option<(usize, usize)>, env: &Env) ->
     })
 }
 
+/// The dataset named by the training flags, cut to `--train-limit`/`--test-limit`, and the
+/// limit to record in the run (the actual sizes, or `None` for the whole dataset).
+pub fn training_data(
+    name: DatasetName,
+    args: &TrainArgs,
+    env: &Env,
+) -> Result<(Dataset, Option<(usize, usize)>)> {
+    let limit = match (args.train_limit, args.test_limit) {
+        (None, None) => None,
+        (tr, te) => Some((tr.unwrap_or(usize::MAX), te.unwrap_or(usize::MAX))),
+    };
+    let data = load_data(name, limit, env)?;
+    let limit = limit.map(|_| (data.train.len(), data.test.len()));
+    Ok((data, limit))
+}
+
 /// Loads the dataset a run was trained on.
 pub fn run_data(chain: &Chain, env: &Env) -> Result<Dataset> {
     let d = &chain.manifest.dataset;
@@ -97,12 +113,7 @@ pub fn train(args: &TrainArgs, out: &Path, resume: bool, env: &Env) -> Result<()
         let name = DatasetName::parse(&args.dataset)?;
         let kind = ModelKind::parse(&args.model)?;
         let cfg = train_config(args)?;
-        let limit = match (args.train_limit, args.test_limit) {
-            (None, None) => None,
-            (tr, te) => Some((tr.unwrap_or(usize::MAX), te.unwrap_or(usize::MAX))),
-        };
-        let data = load_data(name, limit, env)?;
-        let limit = limit.map(|_| (data.train.len(), data.test.len()));
+        let (data, limit) = training_data(name, args, env)?;
         on_backend!(env, B, device => obliviate::train::train::<B>(out, &data, kind, cfg, limit, &device, &mut bars)?)
     };
     emit(env, &serde_json::to_value(&summary)?, || {
