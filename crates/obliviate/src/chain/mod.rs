@@ -341,13 +341,19 @@ impl Chain {
 
     /// Checks every file's hash and that θ_0 + Σδ_i equals the served model bit for bit.
     pub fn verify(&self) -> Result<()> {
-        for r in self.manifest.files() {
+        let m = &self.manifest;
+        // The fold reads (and hash-checks) θ_0 and every increment once; the other files are
+        // read here. Reading each file once keeps `check` I/O-bound at one pass.
+        let folded = self.theta(m.completed())?;
+        for r in [&m.opt0]
+            .into_iter()
+            .chain(m.blocks.iter().filter_map(|b| b.opt.as_ref()))
+        {
             self.read_set(r)?;
         }
-        if self.manifest.is_complete() {
-            let folded = self.theta(self.manifest.blocks.len())?;
-            let served = self.served()?;
-            if !folded.bit_identical(&served) {
+        if let Some(model) = &m.model_file {
+            let (served, _) = self.read_set(model)?;
+            if m.is_complete() && !folded.bit_identical(&served) {
                 return Err(chain_err(
                     &self.dir,
                     "θ_0 + Σδ_i differs from the served model",
