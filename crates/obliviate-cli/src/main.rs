@@ -5,6 +5,7 @@ mod bench;
 mod commands;
 mod demo;
 mod progress;
+mod sisa;
 
 use std::path::PathBuf;
 
@@ -217,6 +218,11 @@ enum Command {
         #[command(flatten)]
         env: Env,
     },
+    /// The SISA baseline (sharded, sliced ensembles; exact unlearning by shard retraining).
+    Sisa {
+        #[command(subcommand)]
+        command: SisaCommand,
+    },
     /// Benchmarks whose figures go into docs/BENCHMARKS.md.
     Bench {
         #[command(subcommand)]
@@ -275,6 +281,117 @@ enum BenchCommand {
         /// Markdown file whose `bench-unlearn` section receives the table.
         #[arg(long)]
         write: Option<PathBuf>,
+        #[command(flatten)]
+        env: Env,
+    },
+    /// DeepObliviate against Retrain, SISA, Amnesiac, Fine-tune and NegGrad+ on the same
+    /// requests (writes a table).
+    Compare {
+        /// Datasets.
+        #[arg(long, value_delimiter = ',', default_value = "mnist,fashion-mnist")]
+        datasets: Vec<String>,
+        #[command(flatten)]
+        args: TrainArgs,
+        /// Request sizes (ids per request).
+        #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
+        requests: Vec<usize>,
+        /// Number of seeds.
+        #[arg(long, default_value_t = 3)]
+        seeds: usize,
+        #[command(flatten)]
+        stop: StopArgs,
+        /// SISA shard counts to compare.
+        #[arg(long, value_delimiter = ',', default_value = "5,10,20")]
+        shards: Vec<usize>,
+        /// SISA slices per shard.
+        #[arg(long, default_value_t = 5)]
+        slices: usize,
+        /// SISA epochs per slice step (default: max(1, round(2E/(R+1))), the paper's rule for
+        /// the same training budget as E epochs).
+        #[arg(long)]
+        sisa_epochs: Option<usize>,
+        /// Fine-tune steps.
+        #[arg(long, default_value_t = 200)]
+        finetune_steps: usize,
+        /// NegGrad+ steps.
+        #[arg(long, default_value_t = 200)]
+        neggrad_steps: usize,
+        /// NegGrad+ weight of the retain loss.
+        #[arg(long, default_value_t = 0.95)]
+        neggrad_beta: f64,
+        /// Amnesiac repair (fine-tune) steps after subtracting updates.
+        #[arg(long, default_value_t = 50)]
+        repair_steps: usize,
+        /// Scratch folder for the runs.
+        #[arg(long, default_value = "bench-runs")]
+        work: PathBuf,
+        /// Markdown file whose `bench-compare` section receives the tables.
+        #[arg(long)]
+        write: Option<PathBuf>,
+        #[command(flatten)]
+        env: Env,
+    },
+    /// Backdoor verification, membership inference and distances to retrained models, per
+    /// dataset over seeds (writes a table).
+    Audit {
+        /// Datasets.
+        #[arg(long, value_delimiter = ',', default_value = "mnist,fashion-mnist")]
+        datasets: Vec<String>,
+        #[command(flatten)]
+        args: TrainArgs,
+        /// Number of seeds.
+        #[arg(long, default_value_t = 3)]
+        seeds: usize,
+        /// Share of the training set owned by the backdoored user.
+        #[arg(long, default_value_t = 0.01)]
+        fraction: f64,
+        #[command(flatten)]
+        stop: StopArgs,
+        /// Scratch folder for the runs.
+        #[arg(long, default_value = "bench-runs")]
+        work: PathBuf,
+        /// Markdown file whose `bench-audit` section receives the table.
+        #[arg(long)]
+        write: Option<PathBuf>,
+        #[command(flatten)]
+        env: Env,
+    },
+}
+
+#[derive(Subcommand)]
+enum SisaCommand {
+    /// Train S shard models, each on R slices incrementally, storing every slice checkpoint.
+    Train {
+        #[command(flatten)]
+        args: TrainArgs,
+        /// Number of shards S.
+        #[arg(long, default_value_t = 10)]
+        shards: usize,
+        /// Slices per shard R.
+        #[arg(long, default_value_t = 5)]
+        slices: usize,
+        /// Folder to create.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        env: Env,
+    },
+    /// Forget ids: retrain the shards holding them from their first affected slice.
+    Forget {
+        /// The SISA folder.
+        dir: PathBuf,
+        #[command(flatten)]
+        ids: IdArgs,
+        #[command(flatten)]
+        env: Env,
+    },
+    /// Test accuracy of the aggregate and of each constituent, and prediction latency.
+    Eval {
+        /// The SISA folder.
+        dir: PathBuf,
+        /// Aggregation: vote (majority) or softmax (mean of probabilities).
+        #[arg(long, default_value = "vote")]
+        aggregate: String,
         #[command(flatten)]
         env: Env,
     },
@@ -510,6 +627,104 @@ fn main() {
                 bench::bench_unlearn(&b, &env)
             })
         }),
+        Command::Bench {
+            command:
+                BenchCommand::Compare {
+                    datasets,
+                    args,
+                    requests,
+                    seeds,
+                    stop,
+                    shards,
+                    slices,
+                    sisa_epochs,
+                    finetune_steps,
+                    neggrad_steps,
+                    neggrad_beta,
+                    repair_steps,
+                    work,
+                    write,
+                    env,
+                },
+        } => commands::forget_options(&stop, false).and_then(|opts| {
+            commands::train_config(&args).and_then(|cfg| {
+                let limit = match (args.train_limit, args.test_limit) {
+                    (None, None) => None,
+                    (tr, te) => Some((tr.unwrap_or(usize::MAX), te.unwrap_or(usize::MAX))),
+                };
+                let sisa_epochs = sisa_epochs.unwrap_or_else(|| {
+                    ((2.0 * cfg.epochs_per_block as f64 / (slices as f64 + 1.0)).round() as usize)
+                        .max(1)
+                });
+                let b = bench::CompareBench {
+                    datasets,
+                    model: args.model.clone(),
+                    cfg,
+                    limit,
+                    requests,
+                    seeds,
+                    opts,
+                    shards,
+                    slices,
+                    sisa_epochs,
+                    finetune_steps,
+                    neggrad_steps,
+                    neggrad_beta,
+                    repair_steps,
+                    work,
+                    write,
+                };
+                bench::bench_compare(&b, &env)
+            })
+        }),
+        Command::Bench {
+            command:
+                BenchCommand::Audit {
+                    datasets,
+                    args,
+                    seeds,
+                    fraction,
+                    stop,
+                    work,
+                    write,
+                    env,
+                },
+        } => commands::forget_options(&stop, false).and_then(|opts| {
+            commands::train_config(&args).and_then(|cfg| {
+                let b = bench::AuditBench {
+                    datasets,
+                    model: args.model.clone(),
+                    cfg,
+                    seeds,
+                    fraction,
+                    opts,
+                    work,
+                    write,
+                };
+                bench::bench_audit(&b, &env)
+            })
+        }),
+        Command::Sisa {
+            command:
+                SisaCommand::Train {
+                    args,
+                    shards,
+                    slices,
+                    out,
+                    env,
+                },
+        } => sisa::train(&args, shards, slices, &out, &env),
+        Command::Sisa {
+            command: SisaCommand::Forget { dir, ids, env },
+        } => sisa::forget(&dir, &ids, &env),
+        Command::Sisa {
+            command:
+                SisaCommand::Eval {
+                    dir,
+                    aggregate,
+                    env,
+                },
+        } => sisa::eval(&dir, &aggregate, &env),
         Command::Data {
             command: DataCommand::Fetch { name, mirror, env },
         } => commands::fetch(&name, mirror.as_deref(), &env),

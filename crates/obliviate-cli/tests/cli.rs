@@ -393,3 +393,104 @@ fn audits_report_and_backdoor_verification() {
     );
     assert_eq!(v["user_samples"], 60);
 }
+
+#[test]
+fn sisa_train_forget_eval_and_bench_compare() {
+    let t = Tmp::new("sisa");
+    let dir = t.0.join("sisa");
+    let mut args: Vec<&str> = TRAIN[1..].iter().copied().filter(|a| *a != "12").collect();
+    args.retain(|a| *a != "--blocks");
+    let out = run(bin()
+        .arg("sisa")
+        .arg("train")
+        .args(&args)
+        .args(["--shards", "3", "--slices", "2", "--json", "--out"])
+        .arg(&dir));
+    let v = json(&out);
+    assert_eq!(v["steps"], 6);
+    assert!(v["test_accuracy"].as_f64().unwrap() > 0.3, "{v}");
+    let v = json(&run(bin()
+        .args(["sisa", "forget", "--ids", "3,40", "--json"])
+        .arg(&dir)));
+    assert_eq!(v["ids"], serde_json::json!([3, 40]));
+    let v = json(&run(bin()
+        .args(["sisa", "eval", "--aggregate", "softmax", "--json"])
+        .arg(&dir)));
+    assert_eq!(v["deleted"], 2);
+    assert_eq!(v["constituents"].as_array().unwrap().len(), 3);
+    let out = run(bin().args(["sisa", "forget", "--ids", "3"]).arg(&dir));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already forgotten: 3"));
+    let out = run(bin()
+        .arg("sisa")
+        .arg("train")
+        .args(&args)
+        .args(["--blocks", "7", "--out"])
+        .arg(t.0.join("other")));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--shards and --slices"));
+
+    // The head-to-head table, on a tiny scale: every method appears with finite figures.
+    let md = t.0.join("BENCH.md");
+    let out = run(bin()
+        .args([
+            "bench",
+            "compare",
+            "--datasets",
+            "mnist-mini",
+            "--seeds",
+            "1",
+            "--requests",
+            "2",
+            "--model",
+            "mlp-small",
+            "--blocks",
+            "10",
+            "--epochs-per-block",
+            "1",
+            "--train-limit",
+            "500",
+            "--test-limit",
+            "100",
+            "--min-points",
+            "3",
+            "--shards",
+            "2,4",
+            "--slices",
+            "2",
+            "--finetune-steps",
+            "5",
+            "--neggrad-steps",
+            "5",
+            "--repair-steps",
+            "2",
+            "--json",
+            "--work",
+        ])
+        .arg(t.0.join("work"))
+        .arg("--write")
+        .arg(&md));
+    let v = json(&out);
+    let rows = v["datasets"][0]["rows"].as_array().unwrap();
+    let methods: Vec<&str> = rows.iter().map(|r| r["method"].as_str().unwrap()).collect();
+    assert_eq!(
+        methods,
+        [
+            "Retrain",
+            "DeepObliviate",
+            "SISA S=2",
+            "SISA S=4",
+            "Amnesiac",
+            "Fine-tune",
+            "NegGrad+"
+        ]
+    );
+    for r in rows {
+        for k in ["test_accuracy", "seconds", "latency_per_1000", "mia_auc"] {
+            let x = r[k].as_f64().unwrap();
+            assert!(x.is_finite() && x >= 0.0, "{k} of {r}");
+        }
+        assert!(r["bytes"].as_u64().unwrap() > 0);
+    }
+    let text = std::fs::read_to_string(&md).unwrap();
+    assert!(text.contains("<!-- bench-compare:begin -->") && text.contains("| NegGrad+ |"));
+}

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod baselines;
 pub mod chain;
 pub mod data;
 pub mod error;

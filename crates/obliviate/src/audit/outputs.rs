@@ -67,7 +67,8 @@ impl Outputs {
             .count() as f64
             / self.len() as f64
     }
-    /// Mean KL(self ‖ other) over samples (other floored at 1e-12).
+    /// Mean KL(self ‖ other) over samples (other floored at 1e-12; the mean is clamped at 0
+    /// because f32 softmax rows do not sum to exactly 1).
     pub fn mean_kl(&self, other: &Outputs) -> f64 {
         let n = self.len().min(other.len());
         if n == 0 {
@@ -82,7 +83,7 @@ impl Outputs {
                 }
             }
         }
-        total / n as f64
+        (total / n as f64).max(0.0)
     }
 }
 
@@ -126,4 +127,33 @@ pub fn outputs_of<B: AutodiffBackend>(
     let net = Net::<B>::new(kind, data.shape, data.classes, 0, device)?;
     let net = load_into(net, theta, device)?.valid();
     Ok(outputs(&net, data, split, rows, device))
+}
+
+/// Seconds to predict `rows` of the test split with an ensemble of `models` (one model for
+/// everything but SISA): the nets are built and loaded first, then forward passes and softmax
+/// are timed, median of three runs. Measures serving cost, not loading cost.
+pub fn prediction_seconds<B: AutodiffBackend>(
+    kind: ModelKind,
+    models: &[ParamSet],
+    data: &Dataset,
+    rows: &[usize],
+    device: &B::Device,
+) -> Result<f64> {
+    let nets = models
+        .iter()
+        .map(|theta| {
+            let net = Net::<B>::new(kind, data.shape, data.classes, 0, device)?;
+            Ok(load_into(net, theta, device)?.valid())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        for net in &nets {
+            std::hint::black_box(outputs(net, data, Split::Test, rows, device));
+        }
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[1])
 }

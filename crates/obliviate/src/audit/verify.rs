@@ -109,6 +109,29 @@ pub fn verify_backdoor<B: AutodiffBackend>(
     device: &B::Device,
     progress: &mut dyn Progress,
 ) -> Result<BackdoorReport> {
+    Ok(verify_backdoor_models::<B>(data, limit, s, device, progress)?.0)
+}
+
+/// The served parameters of the three models a verification compares, for further audits
+/// (membership inference, distances) after the run folder has moved on.
+#[derive(Debug, Clone)]
+pub struct BackdoorModels {
+    /// Trained with the user.
+    pub original: ParamSet,
+    /// After forgetting the user.
+    pub unlearned: ParamSet,
+    /// Retrained from scratch without the user.
+    pub retrained: ParamSet,
+}
+
+/// [`verify_backdoor`], also returning the three models.
+pub fn verify_backdoor_models<B: AutodiffBackend>(
+    data: &Dataset,
+    limit: Option<(usize, usize)>,
+    s: &BackdoorSettings,
+    device: &B::Device,
+    progress: &mut dyn Progress,
+) -> Result<(BackdoorReport, BackdoorModels)> {
     let trigger = s.trigger.checked(data)?;
     let bd = Backdoor::choose(data, trigger, s.fraction, s.cfg.seed)?;
     let poisoned = bd.poison(data)?;
@@ -123,27 +146,30 @@ pub fn verify_backdoor<B: AutodiffBackend>(
         backdoor: Some(bd.clone()),
     };
     train_with::<B>(&run, &poisoned, s.kind, s.cfg, &origin, device, progress)?;
+    let original_theta = Chain::open(&run)?.served()?;
     let original = scores::<B>(
         s.kind,
-        &Chain::open(&run)?.served()?,
+        &original_theta,
         &poisoned,
         &triggered,
         trigger.target,
         device,
     )?;
     let f = forget::<B>(&run, &poisoned, &bd.ids, &s.opts, device, progress)?;
+    let unlearned_theta = Chain::open(&run)?.served()?;
     let unlearned = scores::<B>(
         s.kind,
-        &Chain::open(&run)?.served()?,
+        &unlearned_theta,
         &poisoned,
         &triggered,
         trigger.target,
         device,
     )?;
     let g = retrain::<B>(&run, &gold, &poisoned, device, progress)?;
+    let retrained_theta = Chain::open(&gold)?.served()?;
     let retrained = scores::<B>(
         s.kind,
-        &Chain::open(&gold)?.served()?,
+        &retrained_theta,
         &poisoned,
         &triggered,
         trigger.target,
@@ -182,7 +208,7 @@ pub fn verify_backdoor<B: AutodiffBackend>(
         .iter()
         .map(|(ok, t)| format!("{} {t}", if *ok { "PASS" } else { "FAIL" }))
         .collect();
-    Ok(BackdoorReport {
+    let report = BackdoorReport {
         user_samples: bd.ids.len(),
         trigger,
         original,
@@ -192,7 +218,13 @@ pub fn verify_backdoor<B: AutodiffBackend>(
         retrain_seconds: g.seconds - g.eval_seconds,
         pass,
         criteria,
-    })
+    };
+    let models = BackdoorModels {
+        original: original_theta,
+        unlearned: unlearned_theta,
+        retrained: retrained_theta,
+    };
+    Ok((report, models))
 }
 
 fn remove_run(p: &Path) -> Result<()> {

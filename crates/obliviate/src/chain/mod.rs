@@ -57,7 +57,7 @@ pub fn sha256(bytes: &[u8]) -> String {
 /// SHA-256 of a manifest's JSON with its `checksum` member removed, taken over the
 /// key-sorted compact form of the JSON *value*. Hashing the value as written (not the struct
 /// re-serialised) keeps manifests of older builds, which lack fields added since, verifiable.
-fn body_checksum(v: &serde_json::Value) -> Result<String> {
+pub(crate) fn body_checksum(v: &serde_json::Value) -> Result<String> {
     let mut v = v.clone();
     if let Some(o) = v.as_object_mut() {
         o.remove("checksum");
@@ -67,7 +67,8 @@ fn body_checksum(v: &serde_json::Value) -> Result<String> {
     Ok(sha256(&body))
 }
 
-fn seal(m: &Manifest) -> Result<Vec<u8>> {
+/// Serialises `m` as pretty JSON with a `checksum` member over the rest ([`body_checksum`]).
+pub(crate) fn seal<T: serde::Serialize>(m: &T) -> Result<Vec<u8>> {
     let mut v =
         serde_json::to_value(m).map_err(|e| crate::error::invalid("manifest", e.to_string()))?;
     let sum = body_checksum(&v)?;
@@ -400,7 +401,8 @@ impl Chain {
     }
 }
 
-fn lock(dir: &Path) -> Result<std::fs::File> {
+/// Takes the folder's exclusive `.lock` (one writer per run folder).
+pub(crate) fn lock(dir: &Path) -> Result<std::fs::File> {
     let path = dir.join(".lock");
     let f = std::fs::OpenOptions::new()
         .create(true)

@@ -16,6 +16,7 @@ use burn::tensor::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
 
 pub use progress::{NoProgress, Progress};
+pub(crate) use run::dataset_record;
 pub use run::{TrainSummary, resume, retrain, retrain_with_seed, train, train_with};
 
 use crate::chain::TrainConfig;
@@ -30,6 +31,9 @@ use crate::params::{ParamSet, extract, load_into, trainable_mask};
 pub fn backend_name<B: Backend>() -> String {
     B::name(&B::Device::default())
 }
+
+/// Called after every minibatch update with the batch's ids and the updated model.
+pub type StepObserver<'f, B> = dyn FnMut(&[u64], &Net<B>) -> Result<()> + 'f;
 
 /// Owns a model and its optimizer state and trains one block at a time.
 pub struct BlockTrainer<'a, B: AutodiffBackend> {
@@ -117,7 +121,20 @@ impl<'a, B: AutodiffBackend> BlockTrainer<'a, B> {
 
     /// Trains block `block` (1-based) on `ids` for E epochs and returns δ and o.
     pub fn run_block(&mut self, block: usize, ids: &[u64]) -> Result<BlockOutput> {
+        self.run_block_observed(block, ids, &mut |_, _| Ok(()))
+    }
+
+    /// [`BlockTrainer::run_block`], calling `after_step` with each minibatch's ids and the
+    /// model right after that minibatch's update (Amnesiac unlearning records updates this way).
+    /// The observer only reads, so the result is identical to `run_block`'s.
+    pub fn run_block_observed(
+        &mut self,
+        block: usize,
+        ids: &[u64],
+        after_step: &mut StepObserver<'_, B>,
+    ) -> Result<BlockOutput> {
         let mut rows = Vec::with_capacity(ids.len());
+        let mut order = Vec::with_capacity(ids.len());
         let train = &self.data.train;
         let loss_fn = CrossEntropyLossConfig::new().init::<B>(&self.device);
         self.opt.lr = self.cfg.lr_at(block);
@@ -127,16 +144,20 @@ impl<'a, B: AutodiffBackend> BlockTrainer<'a, B> {
             .unwrap_or_else(|| unreachable!("model present between blocks"));
         for epoch in 0..self.cfg.epochs_per_block {
             rows.clear();
+            order.clear();
             for id in epoch_order(ids, self.cfg.seed, block, epoch) {
                 rows.push(train.row(id).ok_or_else(|| {
                     invalid("sample id", format!("{id} is not in the training set"))
                 })?);
+                order.push(id);
             }
-            for batch in rows.chunks(self.cfg.batch_size) {
+            let bs = self.cfg.batch_size;
+            for (batch, batch_ids) in rows.chunks(bs).zip(order.chunks(bs)) {
                 let (x, y) = self.data.batch::<B>(Split::Train, batch, &self.device);
                 let loss = loss_fn.forward(model.forward(x), y);
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 model = self.opt.step(model, grads);
+                after_step(batch_ids, &model)?;
             }
         }
         let raw = extract(&model);

@@ -37,7 +37,8 @@ pub struct TrainSummary {
 /// How often the manifest is rewritten during training: a crash loses at most this much work.
 const COMMIT_EVERY: Duration = Duration::from_secs(2);
 
-fn dataset_record(data: &Dataset, origin: &DataOrigin) -> DatasetRecord {
+/// The manifest's record of `data` as derived per `origin`.
+pub(crate) fn dataset_record(data: &Dataset, origin: &DataOrigin) -> DatasetRecord {
     DatasetRecord {
         name: data.name,
         fingerprint: data.fingerprint.clone(),

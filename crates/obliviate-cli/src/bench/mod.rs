@@ -13,10 +13,16 @@ use obliviate::train::{BlockTrainer, NoProgress};
 use obliviate::unlearn::ForgetOptions;
 use serde_json::json;
 
+mod audit;
+mod compare;
+
+pub use audit::{AuditBench, bench_audit};
+pub use compare::{CompareBench, bench_compare};
+
 use crate::Env;
 use crate::commands::{emit, load_data, on_backend};
 
-const TORCH_SCRIPT: &str = include_str!("../../../bench/torch_train.py");
+const TORCH_SCRIPT: &str = include_str!("../../../../bench/torch_train.py");
 
 /// Input shape, classes, batch size and timed steps of each model's training benchmark.
 fn workload(kind: ModelKind) -> (DatasetName, InputShape, usize, usize, usize) {
