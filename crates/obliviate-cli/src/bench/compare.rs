@@ -46,7 +46,7 @@ pub struct CompareBench {
 const GUARANTEES: &[(&str, &str)] = &[
     (
         "DeepObliviate",
-        "approximate with a bound: blocks from the first affected one are retrained exactly; stored increments after the stop block are reused once their residual memory has decayed below ε",
+        "approximate, with a dial: the blocks from the first affected one to the stop block are retrained exactly without the ids, and the stored increments after it are reused once the fitted residual-memory curve has flattened below ε (ε = 0 is retraining, bit for bit)",
     ),
     (
         "Retrain",
