@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
-use obliviate::audit::stats::auc;
 use obliviate::audit::outputs::prediction_seconds;
+use obliviate::audit::stats::auc;
 use obliviate::audit::{Outputs, outputs_of};
 use obliviate::baselines::sisa::{self, Aggregate, Sisa};
 use obliviate::baselines::{amnesiac, steps};

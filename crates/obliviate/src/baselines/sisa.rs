@@ -21,12 +21,15 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{Outputs, outputs_of};
-use crate::chain::{DataOrigin, DatasetRecord, FileRef, TrainConfig, atomic, sha256};
+use crate::chain::{
+    DataOrigin, DatasetRecord, FileRef, TrainConfig, atomic, check_dataset, read_sealed,
+    read_tensors, write_tensors,
+};
 use crate::data::split::{mix, stratified};
 use crate::data::{Dataset, Split};
 use crate::error::{Error, IoContext, Result, invalid};
 use crate::model::ModelKind;
-use crate::params::{FileMeta, ParamSet, decode, encode};
+use crate::params::{FileMeta, ParamSet};
 use crate::train::{BlockTrainer, Progress, backend_name, dataset_record};
 
 /// Manifest file of a SISA folder.
@@ -151,28 +154,12 @@ pub struct SisaReport {
 impl Sisa {
     /// Opens a SISA folder for reading, checking the manifest's checksum and structure.
     pub fn open(dir: &Path) -> Result<Sisa> {
-        let path = dir.join(MANIFEST);
-        let bytes = std::fs::read(&path).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                err(
-                    dir,
-                    "no sisa.json: not a SISA folder (create one with `sisa train`)",
-                )
-            } else {
-                Error::Io {
-                    path: path.clone(),
-                    source,
-                }
-            }
-        })?;
-        let format_err = |e: serde_json::Error| Error::Format {
-            path: path.clone(),
-            format: "SISA manifest JSON",
-            offset: 0,
-            detail: e.to_string(),
-        };
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(format_err)?;
-        let manifest: SisaManifest = serde_json::from_value(value.clone()).map_err(format_err)?;
+        let manifest: SisaManifest = read_sealed(
+            dir,
+            MANIFEST,
+            "SISA manifest JSON",
+            "no sisa.json: not a SISA folder (create one with `sisa train`)",
+        )?;
         if manifest.format != FORMAT {
             return Err(err(
                 dir,
@@ -181,15 +168,6 @@ impl Sisa {
                     manifest.format
                 ),
             ));
-        }
-        let actual = crate::chain::body_checksum(&value)?;
-        if actual != manifest.checksum {
-            return Err(Error::Checksum {
-                path,
-                algo: "sha256 (manifest body)",
-                expected: manifest.checksum,
-                actual,
-            });
         }
         let r = manifest.config.blocks;
         for s in &manifest.shards {
@@ -222,48 +200,15 @@ impl Sisa {
 
     /// Fails unless `data` is the dataset this folder was trained on.
     pub fn check_dataset(&self, data: &Dataset) -> Result<()> {
-        let d = &self.manifest.dataset;
-        if d.name != data.name || d.fingerprint != data.fingerprint {
-            return Err(err(
-                &self.dir,
-                format!(
-                    "was trained on {} (fingerprint {}), not on the data given ({})",
-                    d.name,
-                    &d.fingerprint[..12.min(d.fingerprint.len())],
-                    data.name
-                ),
-            ));
-        }
-        Ok(())
+        check_dataset(&self.dir, &self.manifest.dataset, data)
     }
 
     fn write_set(&self, rel: &str, set: &ParamSet, meta: &FileMeta) -> Result<FileRef> {
-        let bytes = encode(set, meta)?;
-        let path = self.dir.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).at(parent)?;
-        }
-        atomic::write_file(&path, &bytes)?;
-        Ok(FileRef {
-            file: rel.to_string(),
-            sha256: sha256(&bytes),
-            bytes: bytes.len() as u64,
-        })
+        write_tensors(&self.dir, rel, set, meta)
     }
 
     fn read_set(&self, r: &FileRef) -> Result<(ParamSet, FileMeta)> {
-        let path = self.dir.join(&r.file);
-        let bytes = std::fs::read(&path).at(&path)?;
-        let actual = sha256(&bytes);
-        if actual != r.sha256 {
-            return Err(Error::Checksum {
-                path,
-                algo: "sha256",
-                expected: r.sha256.clone(),
-                actual,
-            });
-        }
-        decode(&bytes, &path)
+        read_tensors(&self.dir, r)
     }
 
     fn commit(&mut self) -> Result<()> {

@@ -103,26 +103,12 @@ impl Chain {
     /// Opens a run for reading: parses and checks the manifest (not the chain files; see
     /// [`Chain::verify`]).
     pub fn open(dir: &Path) -> Result<Chain> {
-        let path = dir.join(MANIFEST);
-        let bytes = std::fs::read(&path).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                chain_err(
-                    dir,
-                    "no manifest.json: not a run folder, or training never committed a block",
-                )
-            } else {
-                Error::Io {
-                    path: path.clone(),
-                    source,
-                }
-            }
-        })?;
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Format {
-            path: path.clone(),
-            format: "manifest JSON",
-            offset: 0,
-            detail: e.to_string(),
-        })?;
+        let manifest: Manifest = read_sealed(
+            dir,
+            MANIFEST,
+            "manifest JSON",
+            "no manifest.json: not a run folder, or training never committed a block",
+        )?;
         if manifest.format != manifest::FORMAT {
             return Err(chain_err(
                 dir,
@@ -132,22 +118,6 @@ impl Chain {
                     manifest::FORMAT
                 ),
             ));
-        }
-        let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| Error::Format {
-                path: path.clone(),
-                format: "manifest JSON",
-                offset: 0,
-                detail: e.to_string(),
-            })?;
-        let actual = body_checksum(&value)?;
-        if actual != manifest.checksum {
-            return Err(Error::Checksum {
-                path,
-                algo: "sha256 (manifest body)",
-                expected: manifest.checksum,
-                actual,
-            });
         }
         let c = Chain {
             dir: dir.to_path_buf(),
@@ -219,48 +189,17 @@ impl Chain {
 
     /// Fails unless `data` is the dataset the chain was trained on.
     pub fn check_dataset(&self, data: &Dataset) -> Result<()> {
-        let d = &self.manifest.dataset;
-        if d.name != data.name || d.fingerprint != data.fingerprint {
-            return Err(chain_err(
-                &self.dir,
-                format!(
-                    "was trained on {} (fingerprint {}), but the data given is {} (fingerprint {})",
-                    d.name,
-                    &d.fingerprint[..12.min(d.fingerprint.len())],
-                    data.name,
-                    &data.fingerprint[..12]
-                ),
-            ));
-        }
-        Ok(())
+        check_dataset(&self.dir, &self.manifest.dataset, data)
     }
 
     /// Writes a tensor set as `rel` (atomically) and returns its reference.
     pub fn write_set(&self, rel: &str, set: &ParamSet, meta: &FileMeta) -> Result<FileRef> {
-        let bytes = encode(set, meta)?;
-        let path = self.dir.join(rel);
-        atomic::write_file(&path, &bytes)?;
-        Ok(FileRef {
-            file: rel.to_string(),
-            sha256: sha256(&bytes),
-            bytes: bytes.len() as u64,
-        })
+        write_tensors(&self.dir, rel, set, meta)
     }
 
     /// Reads and verifies a chain file.
     pub fn read_set(&self, r: &FileRef) -> Result<(ParamSet, FileMeta)> {
-        let path = self.path(r);
-        let bytes = std::fs::read(&path).at(&path)?;
-        let actual = sha256(&bytes);
-        if actual != r.sha256 {
-            return Err(Error::Checksum {
-                path,
-                algo: "sha256",
-                expected: r.sha256.clone(),
-                actual,
-            });
-        }
-        decode(&bytes, &path)
+        read_tensors(&self.dir, r)
     }
 
     /// Commits the in-memory manifest: bumps nothing, seals and writes `manifest.json`.
@@ -399,6 +338,102 @@ impl Chain {
         }
         Ok(())
     }
+}
+
+/// Reads `dir/name` as sealed JSON (see [`seal`]): parses it as `T` and checks its checksum.
+/// `missing` is the message when the file does not exist.
+pub(crate) fn read_sealed<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    name: &str,
+    format: &'static str,
+    missing: &str,
+) -> Result<T> {
+    let path = dir.join(name);
+    let bytes = std::fs::read(&path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            chain_err(dir, missing)
+        } else {
+            Error::Io {
+                path: path.clone(),
+                source,
+            }
+        }
+    })?;
+    let format_err = |e: serde_json::Error| Error::Format {
+        path: path.clone(),
+        format,
+        offset: 0,
+        detail: e.to_string(),
+    };
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(format_err)?;
+    let expected = value
+        .get("checksum")
+        .and_then(|c| c.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let actual = body_checksum(&value)?;
+    if actual != expected {
+        return Err(Error::Checksum {
+            path,
+            algo: "sha256 (manifest body)",
+            expected,
+            actual,
+        });
+    }
+    serde_json::from_value(value).map_err(format_err)
+}
+
+/// Fails unless `data` is the dataset `record` describes (the folder `dir` names the culprit).
+pub(crate) fn check_dataset(dir: &Path, record: &DatasetRecord, data: &Dataset) -> Result<()> {
+    if record.name != data.name || record.fingerprint != data.fingerprint {
+        return Err(chain_err(
+            dir,
+            format!(
+                "was trained on {} (fingerprint {}), but the data given is {} (fingerprint {})",
+                record.name,
+                &record.fingerprint[..12.min(record.fingerprint.len())],
+                data.name,
+                &data.fingerprint[..12.min(data.fingerprint.len())]
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes a tensor set as `dir/rel` (atomically, creating its folder) and returns its reference.
+pub(crate) fn write_tensors(
+    dir: &Path,
+    rel: &str,
+    set: &ParamSet,
+    meta: &FileMeta,
+) -> Result<FileRef> {
+    let bytes = encode(set, meta)?;
+    let path = dir.join(rel);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).at(parent)?;
+    }
+    atomic::write_file(&path, &bytes)?;
+    Ok(FileRef {
+        file: rel.to_string(),
+        sha256: sha256(&bytes),
+        bytes: bytes.len() as u64,
+    })
+}
+
+/// Reads `dir/r.file`, checking its SHA-256 against the reference.
+pub(crate) fn read_tensors(dir: &Path, r: &FileRef) -> Result<(ParamSet, FileMeta)> {
+    let path = dir.join(&r.file);
+    let bytes = std::fs::read(&path).at(&path)?;
+    let actual = sha256(&bytes);
+    if actual != r.sha256 {
+        return Err(Error::Checksum {
+            path,
+            algo: "sha256",
+            expected: r.sha256.clone(),
+            actual,
+        });
+    }
+    decode(&bytes, &path)
 }
 
 /// Takes the folder's exclusive `.lock` (one writer per run folder).
