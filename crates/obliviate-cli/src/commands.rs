@@ -59,6 +59,14 @@ pub fn load_data(name: DatasetName, limit: Option<(usize, usize)>, env: &Env) ->
     })
 }
 
+/// The (train, test) prefix `--train-limit`/`--test-limit` ask for (`usize::MAX` = all).
+pub fn requested_limit(args: &TrainArgs) -> Option<(usize, usize)> {
+    match (args.train_limit, args.test_limit) {
+        (None, None) => None,
+        (tr, te) => Some((tr.unwrap_or(usize::MAX), te.unwrap_or(usize::MAX))),
+    }
+}
+
 /// The dataset named by the training flags, cut to `--train-limit`/`--test-limit`, and the
 /// limit to record in the run (the actual sizes, or `None` for the whole dataset).
 pub fn training_data(
@@ -66,10 +74,7 @@ pub fn training_data(
     args: &TrainArgs,
     env: &Env,
 ) -> Result<(Dataset, Option<(usize, usize)>)> {
-    let limit = match (args.train_limit, args.test_limit) {
-        (None, None) => None,
-        (tr, te) => Some((tr.unwrap_or(usize::MAX), te.unwrap_or(usize::MAX))),
-    };
+    let limit = requested_limit(args);
     let data = load_data(name, limit, env)?;
     let limit = limit.map(|_| (data.train.len(), data.test.len()));
     Ok((data, limit))

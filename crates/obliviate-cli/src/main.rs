@@ -648,10 +648,7 @@ fn main() {
                 },
         } => commands::forget_options(&stop, false).and_then(|opts| {
             commands::train_config(&args).and_then(|cfg| {
-                let limit = match (args.train_limit, args.test_limit) {
-                    (None, None) => None,
-                    (tr, te) => Some((tr.unwrap_or(usize::MAX), te.unwrap_or(usize::MAX))),
-                };
+                let limit = commands::requested_limit(&args);
                 let sisa_epochs = sisa_epochs.unwrap_or_else(|| {
                     ((2.0 * cfg.epochs_per_block as f64 / (slices as f64 + 1.0)).round() as usize)
                         .max(1)

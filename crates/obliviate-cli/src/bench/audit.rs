@@ -16,7 +16,7 @@ use obliviate::train::{NoProgress, retrain_with_seed};
 use obliviate::unlearn::ForgetOptions;
 use serde_json::{Value, json};
 
-use super::{mean_std, write_section};
+use super::{mean_std, progress_line, write_section};
 use crate::Env;
 use crate::commands::{emit, load_data, on_backend, run_data};
 
@@ -38,11 +38,7 @@ const FLOOR_SEED: u64 = 1000;
 pub fn bench_audit(b: &AuditBench, env: &Env) -> Result<()> {
     let kind = ModelKind::parse(&b.model)?;
     std::fs::create_dir_all(&b.work)?;
-    let say = |s: String| {
-        if !env.json {
-            eprintln!("{s}")
-        }
-    };
+    let say = |s: String| progress_line(env, &s);
     let mut md = String::new();
     let mut all = Vec::new();
     for ds in &b.datasets {

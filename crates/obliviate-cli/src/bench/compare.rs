@@ -18,7 +18,7 @@ use obliviate::train::NoProgress;
 use obliviate::unlearn::ForgetOptions;
 use serde_json::{Value, json};
 
-use super::{copy_dir, mean_std, pick, write_section};
+use super::{copy_dir, mean_std, pick, progress_line, write_section};
 use crate::Env;
 use crate::commands::{emit, load_data, on_backend};
 
@@ -151,11 +151,7 @@ fn row(
 pub fn bench_compare(b: &CompareBench, env: &Env) -> Result<()> {
     let kind = ModelKind::parse(&b.model)?;
     std::fs::create_dir_all(&b.work)?;
-    let say = |s: String| {
-        if !env.json {
-            eprintln!("{s}")
-        }
-    };
+    let say = |s: String| progress_line(env, &s);
     let mut md = String::new();
     let mut all = Vec::new();
     for ds in &b.datasets {

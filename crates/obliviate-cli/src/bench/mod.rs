@@ -239,11 +239,7 @@ pub fn bench_unlearn(b: &UnlearnBench, env: &Env) -> Result<()> {
     std::fs::create_dir_all(&b.work)?;
     let mut md = String::new();
     let mut all = Vec::new();
-    let say = |s: String| {
-        if !env.json {
-            eprintln!("{s}")
-        }
-    };
+    let say = |s: String| progress_line(env, &s);
     for ds in &b.datasets {
         let name = DatasetName::parse(ds)?;
         let data = load_data(name, None, env)?;
@@ -368,6 +364,13 @@ pub fn bench_unlearn(b: &UnlearnBench, env: &Env) -> Result<()> {
     }
     emit(env, &json!({"datasets": all}), || println!("{md}"));
     Ok(())
+}
+
+/// A progress line on stderr, unless the output is JSON.
+pub fn progress_line(env: &Env, s: &str) {
+    if !env.json {
+        eprintln!("{s}");
+    }
 }
 
 /// Replaces the text between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in `path`
