@@ -107,6 +107,10 @@ fn train_info_eval_check_print_the_promised_json() {
     assert!(acc > 0.3, "{acc}");
     let e = json(&run(bin().arg("eval").arg(&r).arg("--json")));
     assert_eq!(e["test_accuracy"].as_f64().unwrap(), acc);
+    assert_eq!(
+        e["model_sha256"], v["model_sha256"],
+        "eval names the model it scored"
+    );
     let i = json(&run(bin().arg("info").arg(&r).arg("--json")));
     assert_eq!(i["ids"], 600);
     assert_eq!(i["blocks"], 12);
@@ -493,4 +497,157 @@ fn sisa_train_forget_eval_and_bench_compare() {
     }
     let text = std::fs::read_to_string(&md).unwrap();
     assert!(text.contains("<!-- bench-compare:begin -->") && text.contains("| NegGrad+ |"));
+}
+
+#[test]
+fn a_lost_or_corrupt_ledger_is_reported_not_read_as_empty() {
+    let t = Tmp::new("ledger");
+    let r = t.0.join("run");
+    json(&train(&r, &[]));
+    json(&run(bin()
+        .arg("forget")
+        .arg(&r)
+        .args(["--ids", "7", "--json"])));
+    assert_eq!(
+        json(&run(bin().arg("check").arg(&r).arg("--json")))["requests"],
+        1
+    );
+    let ledger = r.join("ledger.sqlite");
+    let saved = std::fs::read(&ledger).unwrap();
+    std::fs::remove_file(&ledger).unwrap();
+    for cmd in ["check", "info"] {
+        let out = run(bin().arg(cmd).arg(&r));
+        assert!(!out.status.success(), "{cmd} with the ledger gone");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("ledger.sqlite") && err.contains("1 committed"),
+            "{err}"
+        );
+        assert!(!ledger.exists(), "{cmd} must not create a ledger");
+    }
+    std::fs::write(&ledger, b"not a database, just bytes that are long enough").unwrap();
+    let out = run(bin().arg("info").arg(&r));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ledger"));
+    std::fs::write(&ledger, saved).unwrap();
+    json(&run(bin().arg("info").arg(&r).arg("--json")));
+}
+
+#[test]
+fn missing_dataset_files_get_a_fetch_hint_and_create_nothing() {
+    let t = Tmp::new("nodata");
+    let out_dir = t.0.join("run");
+    let out = run(bin()
+        .args(["train", "--dataset", "fashion-mnist", "--data-dir"])
+        .arg(&t.0)
+        .arg("--out")
+        .arg(&out_dir));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("fashion-mnist") && err.contains("obliviate data fetch fashion-mnist"),
+        "{err}"
+    );
+    assert!(!out_dir.exists());
+    // Invalid settings are refused before the run folder exists.
+    let out = run(bin()
+        .args(["train", "--epochs-per-block", "0", "--out"])
+        .arg(&out_dir));
+    assert!(!out.status.success());
+    assert!(!out_dir.exists());
+}
+
+#[test]
+fn runs_never_mix_with_or_delete_a_users_files() {
+    let t = Tmp::new("userfiles");
+    // A non-empty folder that is not a run is refused.
+    let theirs = t.0.join("theirs");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("model.g7.safetensors"), b"user data").unwrap();
+    let out = train(&theirs, &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+    assert_eq!(
+        std::fs::read(theirs.join("model.g7.safetensors")).unwrap(),
+        b"user data"
+    );
+    // Files a user drops into a run survive the garbage collection of a commit, unless their
+    // names are exactly the engine's.
+    let r = t.0.join("run");
+    json(&train(&r, &[]));
+    let keep = [
+        "model.g7x.safetensors",
+        "notes.txt",
+        "blocks/my-weights.safetensors",
+        "blocks/.x.safetensors.tmp",
+        "blocks/00001.delta.g0.safetensors.bak",
+    ];
+    for f in keep {
+        std::fs::write(r.join(f), b"mine").unwrap();
+    }
+    json(&run(bin()
+        .arg("forget")
+        .arg(&r)
+        .args(["--ids", "4", "--json"])));
+    for f in keep {
+        assert_eq!(std::fs::read(r.join(f)).unwrap(), b"mine", "{f}");
+    }
+    json(&run(bin().arg("check").arg(&r).arg("--json")));
+}
+
+#[test]
+fn a_plot_path_is_checked_before_anything_is_forgotten() {
+    let t = Tmp::new("plot");
+    let r = t.0.join("run");
+    json(&train(&r, &[]));
+    let manifest = std::fs::read(r.join("manifest.json")).unwrap();
+    let existing = t.0.join("exists.png");
+    std::fs::write(&existing, b"keep").unwrap();
+    for (plot, why) in [
+        (r.join("manifest.json"), "png or .svg"),
+        (r.join("figure.svg"), "inside the run folder"),
+        (t.0.join("out.txt"), ".png or .svg"),
+        (t.0.join("missing/x.png"), "does not exist"),
+        (existing.clone(), "exists"),
+    ] {
+        let out = run(bin()
+            .arg("forget")
+            .arg(&r)
+            .args(["--ids", "32", "--json", "--plot"])
+            .arg(&plot));
+        assert!(!out.status.success(), "{}", plot.display());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{}: {err}", plot.display());
+        assert_eq!(std::fs::read(r.join("manifest.json")).unwrap(), manifest);
+    }
+    assert_eq!(std::fs::read(&existing).unwrap(), b"keep");
+    let svg = t.0.join("r.svg");
+    json(&run(bin()
+        .arg("forget")
+        .arg(&r)
+        .args(["--ids", "32", "--json", "--plot"])
+        .arg(&svg)));
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+}
+
+/// The command's defaults are a setting that plants the backdoor on the bundled data, so a
+/// newcomer running it bare sees the experiment pass (it failed before: 2.5 % attack success).
+#[test]
+fn verify_backdoor_passes_with_its_defaults_on_the_bundled_data() {
+    let t = Tmp::new("bd-default");
+    let out = run(bin()
+        .args(["verify", "backdoor", "--json", "--work"])
+        .arg(t.0.join("work")));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{v}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(v["pass"], true);
+    assert!(
+        v["original"]["attack_success_rate"].as_f64().unwrap() >= 0.9,
+        "{v}"
+    );
 }

@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 /// Everything that can go wrong in obliviate, each variant naming what is wrong and where.
+///
+/// Texts name files, ids and values, never command-line flags: the binary adds its own hints.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// An operating-system I/O failure on a named path (full disk, permissions, missing file).
     #[error("{path}: {source}")]
@@ -43,6 +46,34 @@ pub enum Error {
         /// The run folder.
         run: PathBuf,
         /// What is inconsistent.
+        detail: String,
+    },
+    /// A folder another process is changing (its writer lock is held).
+    #[error("{dir}: another obliviate process is changing this folder")]
+    Busy {
+        /// The locked folder.
+        dir: PathBuf,
+    },
+    /// A folder that already holds what would be created there.
+    #[error("{dir} already holds a {what}")]
+    AlreadyExists {
+        /// The folder.
+        dir: PathBuf,
+        /// What it holds (`run`, `SISA ensemble`).
+        what: &'static str,
+    },
+    /// A run whose training has not finished, asked to do what needs a finished chain.
+    #[error("run {run}: training is not finished (no served model yet)")]
+    Unfinished {
+        /// The run folder.
+        run: PathBuf,
+    },
+    /// Dataset files that are not where they were looked for.
+    #[error("dataset {dataset}: {detail}")]
+    MissingData {
+        /// The dataset's name.
+        dataset: String,
+        /// Where it was looked for.
         detail: String,
     },
     /// Sample ids that are not in the training set or were already forgotten.

@@ -6,18 +6,19 @@
 //!
 //! Start at [`train::train`] and [`unlearn::forget`]; [`chain`] is the on-disk format.
 
-#![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod audit;
 pub mod baselines;
 pub mod chain;
 pub mod data;
 pub mod error;
-pub mod ledger;
+pub mod experiments;
 pub mod model;
 pub mod optim;
 pub mod params;
 pub mod report;
+pub mod store;
 pub mod train;
 pub mod unlearn;
 

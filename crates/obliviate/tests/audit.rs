@@ -3,12 +3,12 @@
 mod common;
 
 use common::*;
-use obliviate::audit::backdoor::{Backdoor, Trigger};
 use obliviate::audit::mia::mia;
 use obliviate::audit::outputs_of;
-use obliviate::audit::verify::{BackdoorSettings, verify_backdoor};
 use obliviate::chain::Chain;
 use obliviate::data::Split;
+use obliviate::data::backdoor::{Backdoor, Trigger};
+use obliviate::experiments::backdoor::{BackdoorSettings, Criteria, verify_backdoor};
 use obliviate::model::ModelKind;
 use obliviate::train::NoProgress;
 use obliviate::unlearn::{ForgetOptions, StopRule};
@@ -54,24 +54,19 @@ fn backdoor_is_learned_and_exact_forgetting_matches_retraining() {
         cfg,
         fraction: 0.1,
         trigger: Trigger::bottom_right(&data, 4, 0).unwrap(),
+        // ε = 0 with the stop rule running from the third residual: it must never stop early.
         opts: ForgetOptions {
             stop: StopRule::Fit { epsilon: 0.0 },
-            min_points: 1_000,
+            min_points: 3,
             skip_missing: false,
         },
         work: work.0.clone(),
-        min_original_asr: 0.5,
-        asr_tolerance: 0.02,
-        accuracy_tolerance: 0.003,
+        criteria: Criteria {
+            min_original_asr: 0.5,
+            ..Criteria::default()
+        },
     };
-    let r = verify_backdoor::<B>(
-        &data,
-        Some((600, 200)),
-        &s,
-        &Default::default(),
-        &mut NoProgress,
-    )
-    .unwrap();
+    let r = verify_backdoor::<B>(&data, &s, &Default::default(), &mut NoProgress).unwrap();
     assert_eq!(r.user_samples, 60);
     assert!(
         r.original.attack_success_rate > r.retrained.attack_success_rate + 0.3,
@@ -85,7 +80,7 @@ fn backdoor_is_learned_and_exact_forgetting_matches_retraining() {
     assert!(r.pass, "{:?}", r.criteria);
     // The run records the backdoor, so its data can be rebuilt for later commands.
     let c = Chain::open(&work.join("backdoor-run")).unwrap();
-    let rebuilt = data.clone().derive(&c.manifest.dataset.origin()).unwrap();
+    let rebuilt = data.clone().derive(&c.manifest().dataset.origin()).unwrap();
     c.check_dataset(&rebuilt).unwrap();
     assert!(c.check_dataset(&data).is_err());
 }

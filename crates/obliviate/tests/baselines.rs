@@ -7,9 +7,10 @@ use common::*;
 use obliviate::audit::outputs_of;
 use obliviate::baselines::sisa::{self, Aggregate, Sisa};
 use obliviate::baselines::{amnesiac, steps};
-use obliviate::chain::{Chain, DataOrigin, TrainConfig, atomic};
+use obliviate::chain::{Chain, TrainConfig};
 use obliviate::data::{Dataset, Split};
 use obliviate::model::ModelKind;
+use obliviate::store::atomic;
 use obliviate::train::NoProgress;
 
 fn sisa_cfg(seed: u64) -> TrainConfig {
@@ -20,17 +21,12 @@ fn sisa_cfg(seed: u64) -> TrainConfig {
 }
 
 fn train_sisa(dir: &std::path::Path, data: &Dataset, shards: usize) -> sisa::SisaReport {
-    let origin = DataOrigin {
-        limit: Some((data.train.len(), data.test.len())),
-        backdoor: None,
-    };
     sisa::train::<B>(
         dir,
         data,
         ModelKind::MlpSmall,
         sisa_cfg(3),
         shards,
-        &origin,
         &Default::default(),
         &mut NoProgress,
     )
@@ -111,7 +107,7 @@ fn sisa_forget_interrupted_at_any_write_leaves_old_or_new_ensemble() {
     let data = tiny_data();
     let (run, reference) = (Tmp::new("sisa-crash"), Tmp::new("sisa-crash-ref"));
     train_sisa(&run.0, &data, 2);
-    copy_tree(&run.0, &reference.0);
+    Sisa::open(&run.0).unwrap().copy_to(&reference.0).unwrap();
     let s = Sisa::open(&run.0).unwrap().manifest;
     let ids = [s.shards[0].slices[1][2], s.shards[1].slices[0][4]];
     let old = std::fs::read(run.join("sisa.json")).unwrap();
@@ -150,17 +146,6 @@ fn sisa_forget_interrupted_at_any_write_leaves_old_or_new_ensemble() {
         }
     }
     assert!(crashes >= 10, "failures injected: {crashes}");
-}
-
-fn copy_tree(src: &std::path::Path, dst: &std::path::Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap().flatten() {
-        if e.path().is_dir() {
-            copy_tree(&e.path(), &dst.join(e.file_name()));
-        } else if e.file_name() != ".lock" {
-            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -3,9 +3,10 @@
 mod common;
 
 use common::*;
-use obliviate::chain::{Chain, atomic};
+use obliviate::chain::Chain;
 use obliviate::model::ModelKind;
 use obliviate::params::{extract, load_into};
+use obliviate::store::atomic;
 use obliviate::train::{BlockTrainer, NoProgress};
 
 #[test]
@@ -51,7 +52,7 @@ fn fold_of_increments_equals_the_trained_model_exactly() {
     assert!(theta0.bit_identical(&chain.theta(0).unwrap()));
     let mut t =
         BlockTrainer::<B>::new(&data, ModelKind::MlpSmall, cfg, theta0, &opt0, 0, &device).unwrap();
-    for (i, b) in chain.manifest.blocks.iter().enumerate() {
+    for (i, b) in chain.manifest().blocks.iter().enumerate() {
         let out = t.run_block(i + 1, &b.ids).unwrap();
         let (stored, _) = chain.read_set(b.delta.as_ref().unwrap()).unwrap();
         assert!(out.delta.bit_identical(&stored), "δ_{} differs", i + 1);
@@ -72,7 +73,7 @@ fn a_flipped_byte_in_any_chain_file_is_detected_and_named() {
     train_tiny(&dir.0, &data, ModelKind::MlpSmall, tiny_cfg(1));
     let chain = Chain::open(&dir.0).unwrap();
     let mut files: Vec<String> = chain
-        .manifest
+        .manifest()
         .files()
         .iter()
         .map(|f| f.file.clone())
@@ -112,13 +113,12 @@ fn resume_after_a_crash_gives_the_uninterrupted_chain() {
         &data,
         ModelKind::MlpSmall,
         cfg,
-        Some((600, 200)),
         &Default::default(),
         &mut NoProgress,
     );
     assert!(matches!(r, Err(obliviate::Error::Failpoint(_))), "{r:?}");
     let partial = Chain::open(&broken.0).unwrap();
-    assert!(partial.manifest.completed() < 12 && partial.manifest.model_file.is_none());
+    assert!(partial.manifest().completed() < 12 && partial.manifest().model_file.is_none());
     drop(partial);
     let s = obliviate::train::resume::<B>(&broken.0, &data, &Default::default(), &mut NoProgress)
         .unwrap();
@@ -153,7 +153,6 @@ fn a_run_refuses_other_data_and_parameters_of_another_model() {
         &data,
         ModelKind::MlpSmall,
         tiny_cfg(2),
-        None,
         &device,
         &mut NoProgress,
     )

@@ -112,7 +112,7 @@ fn corrupt_idx_files_are_named_with_offset() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("fashion-mnist") && e.contains("data fetch"),
+        e.contains("fashion-mnist") && e.contains(&*empty.0.to_string_lossy()),
         "{e}"
     );
 }
@@ -277,7 +277,7 @@ fn serve(files: Vec<(String, Vec<u8>)>) -> String {
 }
 
 fn sha256_hex(b: &[u8]) -> String {
-    obliviate::chain::sha256(b)
+    obliviate::store::sha256(b)
 }
 
 #[test]

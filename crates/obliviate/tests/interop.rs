@@ -39,7 +39,7 @@ fn python_reads_increments_and_model_with_the_same_numbers() {
     );
     let chain = Chain::open(&run.0).unwrap();
     let (delta1, _) = chain
-        .read_set(chain.manifest.blocks[0].delta.as_ref().unwrap())
+        .read_set(chain.manifest().blocks[0].delta.as_ref().unwrap())
         .unwrap();
     let model = chain.served().unwrap();
     for (set, key) in [(&delta1, "delta1_sums"), (&model, "model_sums")] {

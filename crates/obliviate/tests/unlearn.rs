@@ -6,16 +6,19 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::*;
-use obliviate::chain::{Chain, atomic};
-use obliviate::ledger::Ledger;
+use obliviate::chain::Chain;
+use obliviate::chain::ledger::Ledger;
 use obliviate::model::ModelKind;
+use obliviate::store::atomic;
 use obliviate::train::NoProgress;
-use obliviate::unlearn::{ForgetOptions, StopRule, forget, replay};
+use obliviate::unlearn::{ForgetOptions, StopReason, StopRule, replay};
 
+/// ε = 0 with the stop rule consulted from the third residual on: a rule that stops early
+/// with ε = 0 would break exactness, so the minimum is one the requests below reach.
 fn exact() -> ForgetOptions {
     ForgetOptions {
         stop: StopRule::Fit { epsilon: 0.0 },
-        min_points: 1_000_000,
+        min_points: 3,
         skip_missing: false,
     }
 }
@@ -33,24 +36,16 @@ fn forget_with_zero_epsilon_equals_retraining_bit_for_bit() {
     let data = tiny_data();
     let (run, gold) = (Tmp::new("exact-run"), Tmp::new("exact-gold"));
     train_tiny(&run.0, &data, ModelKind::Lenet5, tiny_cfg(11));
-    let before = Chain::open(&run.0).unwrap().manifest;
+    let before = Chain::open(&run.0).unwrap().into_manifest();
     let ids = [
         before.blocks[4].ids[0],
         before.blocks[4].ids[3],
         before.blocks[8].ids[1],
     ];
-    let r = forget::<B>(
-        &run.0,
-        &data,
-        &ids,
-        &exact(),
-        &Default::default(),
-        &mut NoProgress,
-    )
-    .unwrap();
+    let r = forget_in(&run.0, &data, &ids, &exact()).unwrap();
     assert_eq!((r.first_block, r.last_block, r.stop_block), (5, 9, 12));
     assert_eq!(r.blocks_retrained, 8);
-    assert_eq!(r.stop_rule, "end");
+    assert_eq!(r.stop_rule, StopReason::End);
     assert!(
         r.residuals.iter().all(|&x| x > 0.0),
         "removing samples changes every later increment: {:?}",
@@ -70,7 +65,7 @@ fn forget_with_zero_epsilon_equals_retraining_bit_for_bit() {
     );
     let (a, b) = (Chain::open(&run.0).unwrap(), Chain::open(&gold.0).unwrap());
     assert!(a.served().unwrap().bit_identical(&b.served().unwrap()));
-    for (x, y) in a.manifest.blocks.iter().zip(&b.manifest.blocks) {
+    for (x, y) in a.manifest().blocks.iter().zip(&b.manifest().blocks) {
         assert_eq!(x.ids, y.ids);
         assert_eq!(
             x.delta.as_ref().unwrap().sha256,
@@ -86,7 +81,7 @@ fn forget_with_zero_epsilon_equals_retraining_bit_for_bit() {
         );
     }
     assert_eq!(
-        a.manifest.deleted,
+        a.manifest().deleted,
         ids.iter()
             .copied()
             .collect::<BTreeSet<_>>()
@@ -127,14 +122,14 @@ fn state(dir: &std::path::Path) -> (u64, Option<String>, usize, Vec<u64>) {
     c.verify().unwrap();
     let requests = Ledger::open(dir)
         .unwrap()
-        .list(c.manifest.generation)
+        .list(c.manifest().generation)
         .unwrap()
         .len();
     (
-        c.manifest.generation,
-        c.manifest.model_file.as_ref().map(|f| f.sha256.clone()),
+        c.manifest().generation,
+        c.manifest().model_file.as_ref().map(|f| f.sha256.clone()),
         requests,
-        c.manifest.deleted.clone(),
+        c.manifest().deleted.clone(),
     )
 }
 
@@ -145,19 +140,11 @@ fn a_crash_at_any_write_leaves_the_old_chain_or_the_new_one() {
     train_tiny(&reference.0, &data, ModelKind::MlpSmall, tiny_cfg(6));
     train_tiny(&run.0, &data, ModelKind::MlpSmall, tiny_cfg(6));
     let ids = {
-        let m = Chain::open(&run.0).unwrap().manifest;
+        let m = Chain::open(&run.0).unwrap().into_manifest();
         vec![m.blocks[6].ids[2], m.blocks[7].ids[0]]
     };
     let old = state(&run.0);
-    let done = forget::<B>(
-        &reference.0,
-        &data,
-        &ids,
-        &quick(),
-        &Default::default(),
-        &mut NoProgress,
-    )
-    .unwrap();
+    let done = forget_in(&reference.0, &data, &ids, &quick()).unwrap();
     let new = state(&reference.0);
     assert_eq!(new.0, old.0 + 1);
     assert_eq!(new.2, 1);
@@ -165,14 +152,7 @@ fn a_crash_at_any_write_leaves_the_old_chain_or_the_new_one() {
     for n in 1.. {
         // Fail at the n-th event: every file write (before and after its rename) and the ledger append.
         atomic::arm("", n);
-        let r = forget::<B>(
-            &run.0,
-            &data,
-            &ids,
-            &quick(),
-            &Default::default(),
-            &mut NoProgress,
-        );
+        let r = forget_in(&run.0, &data, &ids, &quick());
         let fired = !atomic::disarm();
         let now = state(&run.0);
         if fired {
@@ -208,66 +188,28 @@ fn unknown_or_repeated_ids_fail_without_changing_anything() {
     let run = Tmp::new("bad-ids");
     train_tiny(&run.0, &data, ModelKind::MlpSmall, tiny_cfg(8));
     let manifest = std::fs::read(run.join("manifest.json")).unwrap();
-    let e = forget::<B>(
-        &run.0,
-        &data,
-        &[5, 600, 99_999],
-        &quick(),
-        &Default::default(),
-        &mut NoProgress,
-    )
-    .unwrap_err();
+    let e = forget_in(&run.0, &data, &[5, 600, 99_999], &quick()).unwrap_err();
     let msg = e.to_string();
     assert!(
         msg.contains("600") && msg.contains("99999") && msg.contains("unknown"),
         "{msg}"
     );
     assert_eq!(std::fs::read(run.join("manifest.json")).unwrap(), manifest);
-    forget::<B>(
-        &run.0,
-        &data,
-        &[5],
-        &quick(),
-        &Default::default(),
-        &mut NoProgress,
-    )
-    .unwrap();
-    let e = forget::<B>(
-        &run.0,
-        &data,
-        &[5, 7],
-        &quick(),
-        &Default::default(),
-        &mut NoProgress,
-    )
-    .unwrap_err()
-    .to_string();
+    forget_in(&run.0, &data, &[5], &quick()).unwrap();
+    let e = forget_in(&run.0, &data, &[5, 7], &quick())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("already forgotten: 5"), "{e}");
     let opts = ForgetOptions {
         skip_missing: true,
         ..quick()
     };
-    let r = forget::<B>(
-        &run.0,
-        &data,
-        &[5, 7, 123_456],
-        &opts,
-        &Default::default(),
-        &mut NoProgress,
-    )
-    .unwrap();
+    let r = forget_in(&run.0, &data, &[5, 7, 123_456], &opts).unwrap();
     assert_eq!(r.ids, vec![7]);
     assert_eq!(r.skipped, vec![5, 123_456]);
-    let e = forget::<B>(
-        &run.0,
-        &data,
-        &[5, 7],
-        &opts,
-        &Default::default(),
-        &mut NoProgress,
-    )
-    .unwrap_err()
-    .to_string();
+    let e = forget_in(&run.0, &data, &[5, 7], &opts)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("nothing left to forget"), "{e}");
 }
 
@@ -276,65 +218,41 @@ fn successive_requests_build_on_the_committed_chain() {
     let data = tiny_data();
     let run = Tmp::new("sequence");
     train_tiny(&run.0, &data, ModelKind::MlpSmall, tiny_cfg(9));
-    let m = Chain::open(&run.0).unwrap().manifest;
+    let m = Chain::open(&run.0).unwrap().into_manifest();
     // A batch spanning many blocks, then two single ids.
     let batch: Vec<u64> = m.blocks.iter().step_by(3).map(|b| b.ids[1]).collect();
-    let r1 = forget::<B>(
-        &run.0,
-        &data,
-        &batch,
-        &quick(),
-        &Default::default(),
-        &mut NoProgress,
-    )
-    .unwrap();
+    let r1 = forget_in(&run.0, &data, &batch, &quick()).unwrap();
     assert_eq!((r1.first_block, r1.last_block), (1, 10));
     assert!(r1.stop_block >= 10);
-    let r2 = forget::<B>(
-        &run.0,
-        &data,
-        &[m.blocks[5].ids[0]],
-        &quick(),
-        &Default::default(),
-        &mut NoProgress,
-    )
-    .unwrap();
-    let r3 = forget::<B>(
-        &run.0,
-        &data,
-        &[m.blocks[1].ids[4]],
-        &quick(),
-        &Default::default(),
-        &mut NoProgress,
-    )
-    .unwrap();
+    let r2 = forget_in(&run.0, &data, &[m.blocks[5].ids[0]], &quick()).unwrap();
+    let r3 = forget_in(&run.0, &data, &[m.blocks[1].ids[4]], &quick()).unwrap();
     assert_eq!((r2.request, r3.request), (2, 3));
     assert_eq!(r2.first_block, 6);
     assert!(r2.stop_block >= 8, "at least min_points residuals: {r2:?}");
     let c = Chain::open(&run.0).unwrap();
     c.verify().unwrap();
-    assert_eq!(c.manifest.generation, 3);
-    assert_eq!(c.manifest.deleted.len(), batch.len() + 2);
-    for id in &c.manifest.deleted {
+    assert_eq!(c.manifest().generation, 3);
+    assert_eq!(c.manifest().deleted.len(), batch.len() + 2);
+    for id in &c.manifest().deleted {
         assert!(
-            c.manifest.block_of(*id).is_none(),
+            c.manifest().block_of(*id).is_none(),
             "id {id} still in a block"
         );
     }
     let ledger = Ledger::open(&run.0)
         .unwrap()
-        .list(c.manifest.generation)
+        .list(c.manifest().generation)
         .unwrap();
     assert_eq!(ledger.len(), 3);
     assert_eq!(
         ledger[2].model_sha256,
-        c.manifest.model_file.as_ref().unwrap().sha256
+        c.manifest().model_file.as_ref().unwrap().sha256
     );
     let mut sorted = batch.clone();
     sorted.sort_unstable();
     assert_eq!(ledger[0].ids, sorted);
     // Only files of the live chain remain on disk.
-    assert_eq!(chain_files(&run.0).len(), c.manifest.files().len());
+    assert_eq!(chain_files(&run.0).len(), c.manifest().files().len());
 }
 
 #[test]
@@ -345,15 +263,7 @@ fn a_full_disk_is_reported_by_name_and_loses_nothing() {
     let old = state(&run.0);
     for nth in [1, 5, 12] {
         atomic::arm_errno("write:data:", nth, 28);
-        let e = forget::<B>(
-            &run.0,
-            &data,
-            &[3],
-            &quick(),
-            &Default::default(),
-            &mut NoProgress,
-        )
-        .unwrap_err();
+        let e = forget_in(&run.0, &data, &[3], &quick()).unwrap_err();
         atomic::disarm();
         let msg = e.to_string();
         assert!(
@@ -367,14 +277,6 @@ fn a_full_disk_is_reported_by_name_and_loses_nothing() {
         );
     }
     // Once space is back the request goes through.
-    forget::<B>(
-        &run.0,
-        &data,
-        &[3],
-        &quick(),
-        &Default::default(),
-        &mut NoProgress,
-    )
-    .unwrap();
+    forget_in(&run.0, &data, &[3], &quick()).unwrap();
     assert_eq!(state(&run.0).0, old.0 + 1);
 }

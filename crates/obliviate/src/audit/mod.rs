@@ -1,9 +1,7 @@
-//! Evidence that forgetting worked: model outputs, membership inference, distances, backdoors.
+//! Evidence that forgetting worked: model outputs, membership inference, distances.
 
-pub mod backdoor;
 pub mod mia;
 pub mod outputs;
 pub mod stats;
-pub mod verify;
 
 pub use outputs::{Outputs, outputs, outputs_of};

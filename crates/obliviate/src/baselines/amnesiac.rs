@@ -18,12 +18,13 @@ use burn::tensor::backend::AutodiffBackend;
 use safetensors::SafeTensors;
 use safetensors::tensor::{Dtype, TensorView};
 
-use crate::chain::{TrainConfig, atomic};
-use crate::data::{Dataset, split};
+use crate::chain::TrainConfig;
+use crate::data::Dataset;
 use crate::error::{Error, IoContext, Result, invalid};
 use crate::model::ModelKind;
 use crate::params::{ParamSet, extract};
-use crate::train::{BlockTrainer, Progress};
+use crate::store::atomic;
+use crate::train::{BlockTrainer, Progress, block_split};
 
 /// Per-minibatch parameter updates with the ids each minibatch held.
 #[derive(Debug, Clone, Default)]
@@ -50,7 +51,7 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
     progress: &mut dyn Progress,
 ) -> Result<(ParamSet, UpdateLog)> {
-    let blocks = split::stratified(&data.train.ids, &data.train.labels, cfg.blocks, cfg.seed)?;
+    let blocks = block_split(data, &cfg, &[])?;
     let (theta, opt) = BlockTrainer::<B>::initial(data, kind, &cfg, device)?;
     let mut prev = flat(&theta);
     let mut trainer = BlockTrainer::<B>::new(data, kind, cfg, theta, &opt, 0, device)?;

@@ -21,16 +21,16 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{Outputs, outputs_of};
-use crate::chain::{
-    DataOrigin, DatasetRecord, FileRef, TrainConfig, atomic, check_dataset, read_sealed,
-    read_tensors, write_tensors,
-};
+use crate::chain::TrainConfig;
 use crate::data::split::{mix, stratified};
-use crate::data::{Dataset, Split};
+use crate::data::{Dataset, DatasetRecord, Split};
 use crate::error::{Error, IoContext, Result, invalid};
 use crate::model::ModelKind;
 use crate::params::{FileMeta, ParamSet};
-use crate::train::{BlockTrainer, Progress, backend_name, dataset_record};
+use crate::store::sealed::{read_sealed, write_sealed};
+use crate::store::tensors::{copy_referenced, read_tensors, write_tensors};
+use crate::store::{FileRef, FolderLock};
+use crate::train::{BlockTrainer, Progress, backend_name};
 
 /// Manifest file of a SISA folder.
 pub const MANIFEST: &str = "sisa.json";
@@ -46,13 +46,58 @@ pub enum Aggregate {
 }
 
 impl Aggregate {
-    /// Parses `vote` or `softmax`.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "vote" => Ok(Aggregate::Vote),
-            "softmax" | "mean-softmax" => Ok(Aggregate::MeanSoftmax),
-            _ => Err(invalid("aggregation", format!("{s} (use vote or softmax)"))),
+    /// Every aggregation.
+    pub const ALL: [Aggregate; 2] = [Aggregate::Vote, Aggregate::MeanSoftmax];
+
+    /// The command-line spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregate::Vote => "vote",
+            Aggregate::MeanSoftmax => "softmax",
         }
+    }
+}
+
+/// Path of shard `s`'s checkpoint after step `r` (`what` = theta or opt), generation `g`: the
+/// only place that spells a SISA file name.
+fn checkpoint_name(s: usize, r: usize, what: &str, g: u64) -> String {
+    format!("shards/{s:03}/{r:03}.{what}.g{g}.safetensors")
+}
+
+/// True when `rel` is exactly a name [`checkpoint_name`] produces (or the temporary sibling an
+/// atomic write of one leaves) for a shard and step of `m`, of generation at most `newest`.
+fn is_checkpoint_name(rel: &str, m: &SisaManifest, newest: u64) -> bool {
+    let Some((dir, name)) = rel.rsplit_once('/') else {
+        return false;
+    };
+    let name = name
+        .strip_prefix('.')
+        .and_then(|n| n.strip_suffix(".tmp"))
+        .unwrap_or(name);
+    let parts: Vec<&str> = name.splitn(3, '.').collect();
+    let (Some(shard), [step, what, rest]) = (dir.strip_prefix("shards/"), parts.as_slice()) else {
+        return false;
+    };
+    let number = |t: &str| -> Option<u64> {
+        t.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| t.parse().ok())
+            .flatten()
+    };
+    let g = rest
+        .strip_suffix(".safetensors")
+        .and_then(|t| t.strip_prefix('g'))
+        .and_then(number);
+    match (number(shard), number(step), g) {
+        (Some(s), Some(r), Some(g)) => {
+            let (s, r) = (s as usize, r as usize);
+            g <= newest
+                && s < m.shards.len()
+                && r <= m.config.blocks
+                && (*what == "theta" || *what == "opt")
+                && checkpoint_name(s, r, what, g) == format!("{dir}/{name}")
+        }
+        _ => false,
     }
 }
 
@@ -122,7 +167,7 @@ pub struct Sisa {
     dir: PathBuf,
     /// The committed manifest.
     pub manifest: SisaManifest,
-    _lock: Option<std::fs::File>,
+    _lock: Option<FolderLock>,
 }
 
 fn err(dir: &Path, detail: impl Into<String>) -> Error {
@@ -154,12 +199,8 @@ pub struct SisaReport {
 impl Sisa {
     /// Opens a SISA folder for reading, checking the manifest's checksum and structure.
     pub fn open(dir: &Path) -> Result<Sisa> {
-        let manifest: SisaManifest = read_sealed(
-            dir,
-            MANIFEST,
-            "SISA manifest JSON",
-            "no sisa.json: not a SISA folder (create one with `sisa train`)",
-        )?;
+        let manifest: SisaManifest = read_sealed(&dir.join(MANIFEST), "SISA manifest JSON")?
+            .ok_or_else(|| err(dir, "no sisa.json: not a SISA folder"))?;
         if manifest.format != FORMAT {
             return Err(err(
                 dir,
@@ -191,20 +232,22 @@ impl Sisa {
     }
 
     fn open_mut(dir: &Path) -> Result<Sisa> {
-        let lock = crate::chain::lock(dir)?;
+        let lock = FolderLock::acquire(dir)?;
         let mut s = Sisa::open(dir)?;
         s._lock = Some(lock);
         s.collect_garbage()?;
         Ok(s)
     }
 
-    /// Fails unless `data` is the dataset this folder was trained on.
-    pub fn check_dataset(&self, data: &Dataset) -> Result<()> {
-        check_dataset(&self.dir, &self.manifest.dataset, data)
+    /// The data this ensemble was trained on, rebuilt from the canonical files in `data_dir`
+    /// and checked against the recorded fingerprint.
+    pub fn load_data(&self, data_dir: Option<&Path>) -> Result<Dataset> {
+        self.manifest.dataset.load(data_dir, &self.dir)
     }
 
-    fn write_set(&self, rel: &str, set: &ParamSet, meta: &FileMeta) -> Result<FileRef> {
-        write_tensors(&self.dir, rel, set, meta)
+    /// Fails unless `data` is the dataset this folder was trained on.
+    pub fn check_dataset(&self, data: &Dataset) -> Result<()> {
+        self.manifest.dataset.check(data, &self.dir)
     }
 
     fn read_set(&self, r: &FileRef) -> Result<(ParamSet, FileMeta)> {
@@ -212,20 +255,26 @@ impl Sisa {
     }
 
     fn commit(&mut self) -> Result<()> {
-        let bytes = crate::chain::seal(&self.manifest)?;
-        atomic::write_file(&self.dir.join(MANIFEST), &bytes)?;
-        self.manifest.checksum = serde_json::from_slice::<SisaManifest>(&bytes)
-            .map(|m| m.checksum)
-            .unwrap_or_default();
+        self.manifest.checksum = write_sealed(&self.dir.join(MANIFEST), &self.manifest)?;
         Ok(())
     }
 
+    /// Copies the committed ensemble into `dst` (absent or empty), manifest last.
+    pub fn copy_to(&self, dst: &Path) -> Result<Sisa> {
+        let lock = copy_referenced(&self.dir, dst, self.manifest.files(), &[])?;
+        let mut copy = Sisa {
+            dir: dst.to_path_buf(),
+            manifest: self.manifest.clone(),
+            _lock: Some(lock),
+        };
+        copy.commit()?;
+        Ok(copy)
+    }
+
+    /// Removes unreferenced checkpoints; only names [`checkpoint_name`] produces are touched.
     fn collect_garbage(&self) -> Result<()> {
-        let keep: BTreeSet<PathBuf> = self
-            .manifest
-            .files()
-            .map(|r| self.dir.join(&r.file))
-            .collect();
+        let keep: BTreeSet<&str> = self.manifest.files().map(|r| r.file.as_str()).collect();
+        let newest = self.manifest.generation.saturating_add(1);
         let Ok(shards) = std::fs::read_dir(self.dir.join("shards")) else {
             return Ok(());
         };
@@ -234,12 +283,16 @@ impl Sisa {
                 continue;
             };
             for f in files.flatten() {
-                let p = f.path();
-                let name = f.file_name().to_string_lossy().into_owned();
-                if (name.ends_with(".safetensors") || name.ends_with(".safetensors.tmp"))
-                    && !keep.contains(&p)
+                let rel = format!(
+                    "shards/{}/{}",
+                    shard.file_name().to_string_lossy(),
+                    f.file_name().to_string_lossy()
+                );
+                if is_checkpoint_name(&rel, &self.manifest, newest)
+                    && !keep.contains(rel.as_str())
+                    && f.path().is_file()
                 {
-                    std::fs::remove_file(&p).at(&p)?;
+                    std::fs::remove_file(f.path()).at(f.path())?;
                 }
             }
         }
@@ -307,43 +360,58 @@ impl Sisa {
         opt: &ParamSet,
         step: u64,
     ) -> Result<Checkpoint> {
-        let name = |what: &str| format!("shards/{s:03}/{r:03}.{what}.g{generation}.safetensors");
-        let meta = |kind: &str| FileMeta {
-            kind: kind.into(),
-            block: r as u64,
-            step,
-            ..Default::default()
+        let write = |what: &str, set: &ParamSet| {
+            let meta = FileMeta {
+                kind: what.into(),
+                block: r as u64,
+                step,
+                ..Default::default()
+            };
+            write_tensors(
+                &self.dir,
+                &checkpoint_name(s, r, what, generation),
+                set,
+                &meta,
+            )
         };
         Ok(Checkpoint {
-            theta: self.write_set(&name("theta"), theta, &meta("theta"))?,
-            opt: self.write_set(&name("opt"), opt, &meta("opt"))?,
+            theta: write("theta", theta)?,
+            opt: write("opt", opt)?,
             step,
         })
     }
 }
 
-/// Trains a SISA ensemble of `shards` × `cfg.blocks` slices into `dir` (which must not hold
-/// one). `origin` records how `data` derives from the canonical files.
-#[allow(clippy::too_many_arguments)]
+/// Trains a SISA ensemble of `shards` × `cfg.blocks` slices into `dir` (absent or empty).
 pub fn train<B: AutodiffBackend>(
     dir: &Path,
     data: &Dataset,
     kind: ModelKind,
     cfg: TrainConfig,
     shards: usize,
-    origin: &DataOrigin,
     device: &B::Device,
     progress: &mut dyn Progress,
 ) -> Result<SisaReport> {
     let start = Instant::now();
     if dir.join(MANIFEST).exists() {
-        return Err(err(dir, "already holds a SISA ensemble"));
+        return Err(Error::AlreadyExists {
+            dir: dir.to_path_buf(),
+            what: "SISA ensemble",
+        });
     }
     if shards == 0 || cfg.blocks == 0 {
         return Err(invalid("SISA", "shards and slices must be at least 1"));
     }
+    if shards > data.train.len() {
+        return Err(invalid(
+            "SISA",
+            format!("{shards} shards for {} training samples", data.train.len()),
+        ));
+    }
+    cfg.validate()?;
+    crate::store::require_empty(dir, "a new SISA ensemble")?;
     std::fs::create_dir_all(dir.join("shards")).at(dir)?;
-    let lock = crate::chain::lock(dir)?;
+    let lock = FolderLock::acquire(dir)?;
     let parts = stratified(&data.train.ids, &data.train.labels, shards, cfg.seed)?;
     let labels = |ids: &[u64]| -> Vec<u16> {
         ids.iter()
@@ -366,7 +434,7 @@ pub fn train<B: AutodiffBackend>(
         manifest: SisaManifest {
             format: FORMAT,
             generation: 0,
-            dataset: dataset_record(data, origin),
+            dataset: DatasetRecord::of(data),
             model: kind,
             config: cfg,
             backend: backend_name::<B>(),
@@ -605,7 +673,6 @@ mod tests {
             ModelKind::MlpSmall,
             cfg,
             2,
-            &DataOrigin::default(),
             &dev,
             &mut NoProgress,
         )

@@ -1,66 +1,16 @@
 //! The run manifest: what was trained, how, and which files hold the chain.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
-use crate::data::DatasetName;
-use crate::model::{InputShape, ModelKind};
+use crate::data::DatasetRecord;
+use crate::model::ModelKind;
 use crate::optim::OptimConfig;
+use crate::store::FileRef;
 
 /// Manifest format version this build reads and writes.
 pub const FORMAT: u32 = 1;
-
-/// A chain file: relative path, SHA-256 and length.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileRef {
-    /// Path relative to the run folder.
-    pub file: String,
-    /// SHA-256 of the file's bytes.
-    pub sha256: String,
-    /// Length in bytes.
-    pub bytes: u64,
-}
-
-/// Identity of the training data the chain was built on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DatasetRecord {
-    /// Dataset name.
-    pub name: DatasetName,
-    /// SHA-256 over the decoded samples ([`crate::data::Dataset::fingerprint`]).
-    pub fingerprint: String,
-    /// Training samples when the run was created.
-    pub train_samples: usize,
-    /// Test samples.
-    pub test_samples: usize,
-    /// Input geometry.
-    pub shape: InputShape,
-    /// Classes.
-    pub classes: usize,
-    /// When set, only the first N training / test samples were used.
-    #[serde(default)]
-    pub limit: Option<(usize, usize)>,
-    /// When set, these training samples carried a backdoor trigger (`verify backdoor`).
-    #[serde(default)]
-    pub backdoor: Option<crate::audit::backdoor::Backdoor>,
-}
-
-impl DatasetRecord {
-    /// How the training data was derived from the canonical files.
-    pub fn origin(&self) -> DataOrigin {
-        DataOrigin {
-            limit: self.limit,
-            backdoor: self.backdoor.clone(),
-        }
-    }
-}
-
-/// How a run's data derives from the canonical dataset: a prefix and/or a backdoored user.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DataOrigin {
-    /// Only the first (train, test) samples.
-    pub limit: Option<(usize, usize)>,
-    /// A poisoned user.
-    pub backdoor: Option<crate::audit::backdoor::Backdoor>,
-}
 
 /// Hyper-parameters of block-wise training.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -87,6 +37,25 @@ fn one() -> f64 {
 }
 
 impl TrainConfig {
+    /// Rejects settings that cannot train, before anything is created.
+    pub fn validate(&self) -> crate::Result<()> {
+        use crate::error::invalid;
+        self.optim.validate()?;
+        if !(self.lr_final > 0.0 && self.lr_final <= 1.0) {
+            return Err(invalid(
+                "final learning-rate fraction",
+                format!("{} (must be in (0, 1])", self.lr_final),
+            ));
+        }
+        if self.batch_size == 0 || self.epochs_per_block == 0 || self.blocks == 0 {
+            return Err(invalid(
+                "training",
+                "blocks, batch size and epochs per block must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
     /// Learning rate used for block `block` (1-based):
     /// lr / (1 + (block − 1)·(1/lr_final − 1)/(B − 1)).
     pub fn lr_at(&self, block: usize) -> f64 {
@@ -110,6 +79,17 @@ pub struct BlockRecord {
     /// o_i, once trained.
     pub opt: Option<FileRef>,
     /// Optimizer steps taken up to the end of this block.
+    pub step: u64,
+}
+
+/// The stored state after one block: δ_i, o_i and the optimizer's step count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockFiles {
+    /// δ_i.
+    pub delta: FileRef,
+    /// o_i.
+    pub opt: FileRef,
+    /// Optimizer steps taken up to the end of the block.
     pub step: u64,
 }
 
@@ -148,6 +128,98 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The manifest of a run about to be trained on `blocks` (ids per block, in training
+    /// order); `deleted` lists ids left out from the start (a retrain of a run that forgot
+    /// them). θ_0 and o_0 are filled in by [`super::Chain::create`].
+    pub fn new(
+        dataset: DatasetRecord,
+        model: ModelKind,
+        config: TrainConfig,
+        backend: String,
+        blocks: Vec<Vec<u64>>,
+        deleted: Vec<u64>,
+    ) -> Manifest {
+        let unset = FileRef {
+            file: String::new(),
+            sha256: String::new(),
+            bytes: 0,
+        };
+        Manifest {
+            format: FORMAT,
+            generation: 0,
+            dataset,
+            model,
+            config,
+            backend,
+            theta0: unset.clone(),
+            opt0: unset,
+            blocks: blocks
+                .into_iter()
+                .enumerate()
+                .map(|(i, ids)| BlockRecord {
+                    index: i + 1,
+                    ids,
+                    delta: None,
+                    opt: None,
+                    step: 0,
+                })
+                .collect(),
+            deleted,
+            model_file: None,
+            test_accuracy: None,
+            train_seconds: 0.0,
+            checksum: String::new(),
+        }
+    }
+
+    /// Records block `block`'s (1-based) stored state.
+    pub(crate) fn set_block(&mut self, block: usize, files: BlockFiles) {
+        let rec = &mut self.blocks[block - 1];
+        rec.delta = Some(files.delta);
+        rec.opt = Some(files.opt);
+        rec.step = files.step;
+    }
+
+    /// The generation the next commit will have. The ledger stores generations as SQLite
+    /// integers (i64), so a manifest at i64::MAX (or one forged beyond) has no next one.
+    pub fn next_generation(&self) -> crate::Result<u64> {
+        self.generation
+            .checked_add(1)
+            .filter(|&g| i64::try_from(g).is_ok())
+            .ok_or_else(|| {
+                crate::error::invalid(
+                    "generation",
+                    format!("{} has no successor the ledger can store", self.generation),
+                )
+            })
+    }
+
+    /// The next generation: blocks `first..` take `files`, `removed` leaves every block and
+    /// joins `deleted`, and `model` is served.
+    pub(crate) fn record_forget(
+        &mut self,
+        first: usize,
+        files: Vec<BlockFiles>,
+        removed: &BTreeSet<u64>,
+        model: FileRef,
+        test_accuracy: f64,
+    ) -> crate::Result<()> {
+        let generation = self.next_generation()?;
+        for (k, f) in files.into_iter().enumerate() {
+            self.set_block(first + k, f);
+        }
+        for rec in &mut self.blocks {
+            rec.ids.retain(|id| !removed.contains(id));
+        }
+        self.deleted.extend(removed);
+        self.deleted.sort_unstable();
+        self.deleted.dedup();
+        self.model_file = Some(model);
+        self.test_accuracy = Some(test_accuracy);
+        self.generation = generation;
+        Ok(())
+    }
+
     /// Number of leading blocks whose increments are stored.
     pub fn completed(&self) -> usize {
         self.blocks.iter().take_while(|b| b.delta.is_some()).count()

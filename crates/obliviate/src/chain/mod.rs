@@ -1,45 +1,32 @@
 //! The increment chain on disk: θ_0, o_0, δ_i and o_i per block, the served model, and the
 //! manifest that ties them together.
 //!
-//! Layout of a run folder:
-//!
-//! ```text
-//! RUN/manifest.json                  commit point: written last, atomically
-//! RUN/theta0.safetensors             θ_0
-//! RUN/opt0.safetensors               o_0
-//! RUN/blocks/00001.delta.g0.safetensors   δ_1 (generation 0 = initial training)
-//! RUN/blocks/00001.opt.g0.safetensors     o_1
-//! RUN/model.g0.safetensors           θ_0 + Σδ_i, the served model
-//! RUN/ledger.sqlite                  forget requests (see `ledger`)
-//! ```
-//!
-//! Files are never modified in place: a commit writes new files named by its generation, then
+//! The folder's file names live in [`layout`] and nowhere else. Files are never modified in place: a commit writes new files named by its generation, then
 //! the manifest, then removes what the old manifest alone referenced. A reader sees the old
 //! chain or the new one. Every read checks the file's SHA-256 against the manifest.
 
-pub mod atomic;
+pub mod layout;
+pub mod ledger;
 pub mod manifest;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+pub use manifest::{BlockFiles, BlockRecord, Manifest, TrainConfig};
 
-pub use manifest::{BlockRecord, DataOrigin, DatasetRecord, FileRef, Manifest, TrainConfig};
-
-use crate::data::{Dataset, hex};
+use crate::data::Dataset;
 use crate::error::{Error, IoContext, Result};
-use crate::params::{FileMeta, ParamSet, decode, encode};
-
-/// Manifest file name.
-pub const MANIFEST: &str = "manifest.json";
+use crate::params::{FileMeta, ParamSet};
+use crate::store::sealed::{read_sealed, write_sealed};
+use crate::store::tensors::{copy_referenced, read_tensors, write_tensors};
+use crate::store::{FileRef, FolderLock};
 
 /// An opened run folder.
 #[derive(Debug)]
 pub struct Chain {
     dir: PathBuf,
-    /// The committed manifest (edit, then [`Chain::commit`]).
-    pub manifest: Manifest,
-    _lock: Option<std::fs::File>,
+    manifest: Manifest,
+    _lock: Option<FolderLock>,
 }
 
 fn chain_err(dir: &Path, detail: impl Into<String>) -> Error {
@@ -49,66 +36,50 @@ fn chain_err(dir: &Path, detail: impl Into<String>) -> Error {
     }
 }
 
-/// SHA-256 of bytes, hex.
-pub fn sha256(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-/// SHA-256 of a manifest's JSON with its `checksum` member removed, taken over the
-/// key-sorted compact form of the JSON *value*. Hashing the value as written (not the struct
-/// re-serialised) keeps manifests of older builds, which lack fields added since, verifiable.
-pub(crate) fn body_checksum(v: &serde_json::Value) -> Result<String> {
-    let mut v = v.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("checksum");
-    }
-    let body =
-        serde_json::to_vec(&v).map_err(|e| crate::error::invalid("manifest", e.to_string()))?;
-    Ok(sha256(&body))
-}
-
-/// Serialises `m` as pretty JSON with a `checksum` member over the rest ([`body_checksum`]).
-pub(crate) fn seal<T: serde::Serialize>(m: &T) -> Result<Vec<u8>> {
-    let mut v =
-        serde_json::to_value(m).map_err(|e| crate::error::invalid("manifest", e.to_string()))?;
-    let sum = body_checksum(&v)?;
-    if let Some(o) = v.as_object_mut() {
-        o.insert("checksum".into(), serde_json::Value::String(sum));
-    }
-    let mut out = serde_json::to_vec_pretty(&v)
-        .map_err(|e| crate::error::invalid("manifest", e.to_string()))?;
-    out.push(b'\n');
-    Ok(out)
-}
-
 impl Chain {
-    /// Creates a new run folder with `manifest` (θ_0 and o_0 must be written with
-    /// [`Chain::write_set`] before committing). Fails if the folder already holds a run.
-    pub fn create(dir: &Path, manifest: Manifest) -> Result<Chain> {
-        if dir.join(MANIFEST).exists() {
-            return Err(chain_err(
-                dir,
-                "already holds a run (pass --resume to continue it, or choose another --out)",
-            ));
+    /// Creates a run folder holding θ_0 and o_0 under `manifest` (whose file references it
+    /// fills in) and commits it. `dir` must be absent or empty: a folder holding anything else
+    /// is refused, so the engine never mixes its files with a user's.
+    pub fn create(
+        dir: &Path,
+        mut manifest: Manifest,
+        theta0: &ParamSet,
+        opt0: &ParamSet,
+    ) -> Result<Chain> {
+        if dir.join(layout::MANIFEST).exists() {
+            return Err(Error::AlreadyExists {
+                dir: dir.to_path_buf(),
+                what: "run",
+            });
         }
-        std::fs::create_dir_all(dir.join("blocks")).at(dir)?;
-        let lock = lock(dir)?;
-        Ok(Chain {
+        crate::store::require_empty(dir, "a new run")?;
+        std::fs::create_dir_all(dir.join(layout::BLOCKS)).at(dir)?;
+        let lock = FolderLock::acquire(dir)?;
+        let meta = |kind: &str| FileMeta {
+            kind: kind.into(),
+            ..Default::default()
+        };
+        manifest.theta0 = write_tensors(dir, layout::THETA0, theta0, &meta("theta"))?;
+        manifest.opt0 = write_tensors(dir, layout::OPT0, opt0, &meta("opt"))?;
+        let mut chain = Chain {
             dir: dir.to_path_buf(),
             manifest,
             _lock: Some(lock),
-        })
+        };
+        chain.commit()?;
+        Ok(chain)
     }
 
     /// Opens a run for reading: parses and checks the manifest (not the chain files; see
     /// [`Chain::verify`]).
     pub fn open(dir: &Path) -> Result<Chain> {
-        let manifest: Manifest = read_sealed(
-            dir,
-            MANIFEST,
-            "manifest JSON",
-            "no manifest.json: not a run folder, or training never committed a block",
-        )?;
+        let manifest: Manifest = read_sealed(&dir.join(layout::MANIFEST), "manifest JSON")?
+            .ok_or_else(|| {
+                chain_err(
+                    dir,
+                    "no manifest.json: not a run folder, or training never committed a block",
+                )
+            })?;
         if manifest.format != manifest::FORMAT {
             return Err(chain_err(
                 dir,
@@ -131,7 +102,7 @@ impl Chain {
     /// Opens a run for changing it: takes the folder's exclusive lock (one writer at a time)
     /// and removes files left by an interrupted commit.
     pub fn open_mut(dir: &Path) -> Result<Chain> {
-        let lock = lock(dir)?;
+        let lock = FolderLock::acquire(dir)?;
         let mut c = Chain::open(dir)?;
         c._lock = Some(lock);
         c.collect_garbage()?;
@@ -177,6 +148,16 @@ impl Chain {
         Ok(())
     }
 
+    /// The manifest, taken out of the opened run.
+    pub fn into_manifest(self) -> Manifest {
+        self.manifest
+    }
+
+    /// True when this handle holds the run's writer lock ([`Chain::open_mut`], [`Chain::create`]).
+    pub fn is_writable(&self) -> bool {
+        self._lock.is_some()
+    }
+
     /// The run folder.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -187,29 +168,115 @@ impl Chain {
         self.dir.join(&r.file)
     }
 
+    /// The committed manifest (change it through [`Chain::set_block`] and the other writers).
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The data the chain was trained on, rebuilt from the canonical files in `data_dir` and
+    /// checked against the recorded fingerprint.
+    pub fn load_data(&self, data_dir: Option<&Path>) -> Result<Dataset> {
+        self.manifest.dataset.load(data_dir, &self.dir)
+    }
+
     /// Fails unless `data` is the dataset the chain was trained on.
     pub fn check_dataset(&self, data: &Dataset) -> Result<()> {
-        check_dataset(&self.dir, &self.manifest.dataset, data)
+        self.manifest.dataset.check(data, &self.dir)
     }
 
-    /// Writes a tensor set as `rel` (atomically) and returns its reference.
-    pub fn write_set(&self, rel: &str, set: &ParamSet, meta: &FileMeta) -> Result<FileRef> {
-        write_tensors(&self.dir, rel, set, meta)
-    }
-
-    /// Reads and verifies a chain file.
+    /// Reads and verifies a file of this run.
     pub fn read_set(&self, r: &FileRef) -> Result<(ParamSet, FileMeta)> {
         read_tensors(&self.dir, r)
     }
 
-    /// Commits the in-memory manifest: bumps nothing, seals and writes `manifest.json`.
+    /// Writes δ_block and o_block as files of generation `generation` (not yet referenced:
+    /// record them with [`Chain::set_block`] or [`Chain::commit_forget`]).
+    pub fn write_block(
+        &self,
+        block: usize,
+        generation: u64,
+        delta: &ParamSet,
+        opt: &ParamSet,
+        step: u64,
+    ) -> Result<BlockFiles> {
+        let meta = |kind: &str| FileMeta {
+            kind: kind.into(),
+            block: block as u64,
+            step,
+            ..Default::default()
+        };
+        Ok(BlockFiles {
+            delta: write_tensors(
+                &self.dir,
+                &layout::delta(block, generation),
+                delta,
+                &FileMeta {
+                    step: 0,
+                    ..meta("delta")
+                },
+            )?,
+            opt: write_tensors(
+                &self.dir,
+                &layout::opt(block, generation),
+                opt,
+                &meta("opt"),
+            )?,
+            step,
+        })
+    }
+
+    /// Writes the served model θ as a file of generation `generation` (not yet referenced).
+    pub fn write_model(&self, generation: u64, theta: &ParamSet) -> Result<FileRef> {
+        write_tensors(
+            &self.dir,
+            &layout::model(generation),
+            theta,
+            &FileMeta {
+                kind: "model".into(),
+                block: self.manifest.blocks.len() as u64,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Records block `block`'s files in the in-memory manifest (training; see [`Chain::commit`]).
+    pub fn set_block(&mut self, block: usize, files: BlockFiles) {
+        self.manifest.set_block(block, files);
+    }
+
+    /// Records the served model and its test accuracy, and the training time so far, in the
+    /// in-memory manifest (training; see [`Chain::commit`]).
+    pub fn set_model(&mut self, model: FileRef, test_accuracy: f64) {
+        self.manifest.model_file = Some(model);
+        self.manifest.test_accuracy = Some(test_accuracy);
+    }
+
+    /// Sets the recorded training time (all sessions of a resumed run).
+    pub fn set_train_seconds(&mut self, seconds: f64) {
+        self.manifest.train_seconds = seconds;
+    }
+
+    /// Commits the in-memory manifest: seals and writes `manifest.json` atomically.
     pub fn commit(&mut self) -> Result<()> {
-        let bytes = seal(&self.manifest)?;
-        atomic::write_file(&self.dir.join(MANIFEST), &bytes)?;
-        self.manifest.checksum = serde_json::from_slice::<Manifest>(&bytes)
-            .map(|m| m.checksum)
-            .unwrap_or_default();
+        self.manifest.checksum = write_sealed(&self.dir.join(layout::MANIFEST), &self.manifest)?;
         Ok(())
+    }
+
+    /// Commits a forget request as generation g + 1: blocks `first..` take the retrained
+    /// `files` (written under g + 1), `removed` leaves every block and joins the forgotten ids,
+    /// and `model` becomes the served model. Then removes what only generation g referenced.
+    pub fn commit_forget(
+        &mut self,
+        first: usize,
+        files: Vec<BlockFiles>,
+        removed: &BTreeSet<u64>,
+        model: FileRef,
+        test_accuracy: f64,
+    ) -> Result<()> {
+        self.manifest
+            .record_forget(first, files, removed, model, test_accuracy)?;
+        self.commit()?;
+        self.collect_garbage()
     }
 
     /// θ_k = θ_0 + δ_1 + … + δ_k, folded left to right in f32 (the definition of the chain).
@@ -273,9 +340,13 @@ impl Chain {
 
     /// The served model, read from its file.
     pub fn served(&self) -> Result<ParamSet> {
-        let r = self.manifest.model_file.as_ref().ok_or_else(|| {
-            chain_err(&self.dir, "training is not finished (no served model yet)")
-        })?;
+        let r = self
+            .manifest
+            .model_file
+            .as_ref()
+            .ok_or_else(|| Error::Unfinished {
+                run: self.dir.clone(),
+            })?;
         Ok(self.read_set(r)?.0)
     }
 
@@ -303,175 +374,60 @@ impl Chain {
         Ok(())
     }
 
-    /// Sum of the sizes of all referenced files plus the manifest.
+    /// Sum of the sizes of all referenced files, the manifest and the ledger.
     pub fn bytes_on_disk(&self) -> u64 {
         let files: u64 = self.manifest.files().iter().map(|r| r.bytes).sum();
-        let manifest = std::fs::metadata(self.dir.join(MANIFEST))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        let ledger = std::fs::metadata(self.dir.join(crate::ledger::LEDGER))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        files + manifest + ledger
+        let size = |name: &str| std::fs::metadata(self.dir.join(name)).map_or(0, |m| m.len());
+        files + size(layout::MANIFEST) + size(layout::LEDGER)
     }
 
-    /// Removes chain files no longer referenced by the manifest (left by a commit that replaced
-    /// them, or by one interrupted before its manifest was written).
+    /// Copies the committed run (referenced files, ledger, manifest last) into `dst`, which
+    /// must be absent or empty; the copy is a run of its own (benchmarks fork a trained run).
+    pub fn copy_to(&self, dst: &Path) -> Result<Chain> {
+        let lock = copy_referenced(&self.dir, dst, self.manifest.files(), &[layout::LEDGER])?;
+        std::fs::create_dir_all(dst.join(layout::BLOCKS)).at(dst)?;
+        let mut copy = Chain {
+            dir: dst.to_path_buf(),
+            manifest: self.manifest.clone(),
+            _lock: Some(lock),
+        };
+        copy.commit()?;
+        Ok(copy)
+    }
+
+    /// Removes the engine's files no longer referenced by the manifest (left by a commit that
+    /// replaced them, or by one interrupted before its manifest was written). Only names that
+    /// [`layout::parse`] recognises, of generations this run has produced (up to the next
+    /// one) and blocks it has, are candidates: nothing else in the folder is touched.
     pub fn collect_garbage(&self) -> Result<()> {
-        let keep: std::collections::HashSet<PathBuf> =
-            self.manifest.files().iter().map(|r| self.path(r)).collect();
-        for (sub, in_blocks) in [(self.dir.clone(), false), (self.dir.join("blocks"), true)] {
-            let Ok(entries) = std::fs::read_dir(&sub) else {
+        let keep: std::collections::HashSet<&str> = self
+            .manifest
+            .files()
+            .into_iter()
+            .map(|r| r.file.as_str())
+            .collect();
+        let newest = self.manifest.generation.saturating_add(1);
+        let blocks = self.manifest.blocks.len();
+        for sub in ["", layout::BLOCKS] {
+            let folder = self.dir.join(sub);
+            let Ok(entries) = std::fs::read_dir(&folder) else {
                 continue;
             };
             for e in entries.flatten() {
-                let p = e.path();
                 let name = e.file_name().to_string_lossy().into_owned();
-                let tensor_file =
-                    name.ends_with(".safetensors") && (in_blocks || name.starts_with("model.g"));
-                let ours =
-                    tensor_file || (name.starts_with('.') && name.ends_with(".safetensors.tmp"));
-                if ours && !keep.contains(&p) {
-                    std::fs::remove_file(&p).at(&p)?;
+                let rel = if sub.is_empty() {
+                    name
+                } else {
+                    format!("{sub}/{name}")
+                };
+                let ours = layout::parse(&rel).is_some_and(|g| {
+                    g.generation <= newest && g.block.is_none_or(|b| b >= 1 && b <= blocks)
+                });
+                if ours && !keep.contains(rel.as_str()) && e.path().is_file() {
+                    std::fs::remove_file(e.path()).at(e.path())?;
                 }
             }
         }
         Ok(())
-    }
-}
-
-/// Reads `dir/name` as sealed JSON (see [`seal`]): parses it as `T` and checks its checksum.
-/// `missing` is the message when the file does not exist.
-pub(crate) fn read_sealed<T: serde::de::DeserializeOwned>(
-    dir: &Path,
-    name: &str,
-    format: &'static str,
-    missing: &str,
-) -> Result<T> {
-    let path = dir.join(name);
-    let bytes = std::fs::read(&path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            chain_err(dir, missing)
-        } else {
-            Error::Io {
-                path: path.clone(),
-                source,
-            }
-        }
-    })?;
-    let format_err = |e: serde_json::Error| Error::Format {
-        path: path.clone(),
-        format,
-        offset: 0,
-        detail: e.to_string(),
-    };
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(format_err)?;
-    let expected = value
-        .get("checksum")
-        .and_then(|c| c.as_str())
-        .unwrap_or_default()
-        .to_string();
-    let actual = body_checksum(&value)?;
-    if actual != expected {
-        return Err(Error::Checksum {
-            path,
-            algo: "sha256 (manifest body)",
-            expected,
-            actual,
-        });
-    }
-    serde_json::from_value(value).map_err(format_err)
-}
-
-/// Fails unless `data` is the dataset `record` describes (the folder `dir` names the culprit).
-pub(crate) fn check_dataset(dir: &Path, record: &DatasetRecord, data: &Dataset) -> Result<()> {
-    if record.name != data.name || record.fingerprint != data.fingerprint {
-        return Err(chain_err(
-            dir,
-            format!(
-                "was trained on {} (fingerprint {}), but the data given is {} (fingerprint {})",
-                record.name,
-                &record.fingerprint[..12.min(record.fingerprint.len())],
-                data.name,
-                &data.fingerprint[..12.min(data.fingerprint.len())]
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Writes a tensor set as `dir/rel` (atomically, creating its folder) and returns its reference.
-pub(crate) fn write_tensors(
-    dir: &Path,
-    rel: &str,
-    set: &ParamSet,
-    meta: &FileMeta,
-) -> Result<FileRef> {
-    let bytes = encode(set, meta)?;
-    let path = dir.join(rel);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).at(parent)?;
-    }
-    atomic::write_file(&path, &bytes)?;
-    Ok(FileRef {
-        file: rel.to_string(),
-        sha256: sha256(&bytes),
-        bytes: bytes.len() as u64,
-    })
-}
-
-/// Reads `dir/r.file`, checking its SHA-256 against the reference.
-pub(crate) fn read_tensors(dir: &Path, r: &FileRef) -> Result<(ParamSet, FileMeta)> {
-    let path = dir.join(&r.file);
-    let bytes = std::fs::read(&path).at(&path)?;
-    let actual = sha256(&bytes);
-    if actual != r.sha256 {
-        return Err(Error::Checksum {
-            path,
-            algo: "sha256",
-            expected: r.sha256.clone(),
-            actual,
-        });
-    }
-    decode(&bytes, &path)
-}
-
-/// Takes the folder's exclusive `.lock` (one writer per run folder).
-pub(crate) fn lock(dir: &Path) -> Result<std::fs::File> {
-    let path = dir.join(".lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .at(&path)?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(chain_err(
-            dir,
-            "another obliviate process is changing this run",
-        )),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::Io { path, source: e }),
-    }
-}
-
-#[cfg(test)]
-mod seal_tests {
-    use super::*;
-
-    /// Sealed JSON must verify after parsing, whatever floats it holds (serde_json's default
-    /// float parser is not correctly rounded; the `float_roundtrip` feature makes it so).
-    #[test]
-    fn sealed_floats_survive_the_round_trip() {
-        let mut state = 7u64;
-        for _ in 0..20_000 {
-            state = crate::data::split::mix(state);
-            let x = (state >> 11) as f64 / (1u64 << 53) as f64 * 1000.0;
-            let bytes = seal(&serde_json::json!({ "seconds": x, "n": state })).expect("seal");
-            let v: serde_json::Value = serde_json::from_slice(&bytes).expect("parse");
-            let sum = v["checksum"].as_str().expect("checksum").to_string();
-            assert_eq!(body_checksum(&v).expect("sum"), sum, "{x:?}");
-            assert_eq!(v["seconds"].as_f64(), Some(x));
-        }
     }
 }

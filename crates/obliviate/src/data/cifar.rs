@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
+use super::{Dataset, DatasetName, Samples, locate};
 use crate::error::{Error, IoContext, Result};
+use crate::model::InputShape;
 
 /// Bytes per CIFAR-10 record.
 pub const RECORD: usize = 1 + 3 * 32 * 32;
@@ -55,6 +57,27 @@ pub fn read_split(dir: &Path, train: bool) -> Result<(Vec<u8>, Vec<u16>)> {
         labels.extend(l);
     }
     Ok((pixels, labels))
+}
+
+/// CIFAR-10 from its binary batches under `dir` (or `dir/cifar10/`, or `cifar-10-batches-bin/`).
+pub(crate) fn load(dir: &Path) -> Result<Dataset> {
+    let name = DatasetName::Cifar10;
+    let test_batch = locate(
+        dir,
+        name,
+        &["cifar-10-batches-bin/test_batch.bin", "test_batch.bin"],
+    )?;
+    let base = test_batch.parent().unwrap_or(dir);
+    let (p, l) = read_split(base, true)?;
+    let train = Samples::numbered(p, l);
+    let (p, l) = read_split(base, false)?;
+    let test = Samples::numbered(p, l);
+    let shape = InputShape {
+        channels: 3,
+        height: 32,
+        width: 32,
+    };
+    Dataset::from_parts(name, shape, 10, train, test)
 }
 
 #[cfg(test)]

@@ -13,8 +13,9 @@ use md5::Md5;
 use sha1::Sha1;
 use sha2::{Digest as _, Sha256};
 
-use super::{DatasetName, hex};
+use super::DatasetName;
 use crate::error::{Error, IoContext, Result};
+use crate::store::hex;
 
 /// A digest published for a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,7 +262,7 @@ pub fn fetch_sources(
             format!("{}  {}\n", f.sha256, rel.display())
         })
         .collect();
-    crate::chain::atomic::write_file(&dest.join("SHA256SUMS"), sums.as_bytes())?;
+    crate::store::atomic::write_file(&dest.join("SHA256SUMS"), sums.as_bytes())?;
     Ok(out)
 }
 
@@ -404,7 +405,7 @@ fn unpack(archive: &Path, dest: &Path, wanted: &[String]) -> Result<Vec<PathBuf>
         entry
             .read_to_end(&mut bytes)
             .map_err(|e| fmt(format!("{name}: {e}")))?;
-        crate::chain::atomic::write_file(&target, &bytes)?;
+        crate::store::atomic::write_file(&target, &bytes)?;
         out.push(target);
     }
     if out.len() != wanted.len() {

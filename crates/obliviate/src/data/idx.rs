@@ -3,7 +3,9 @@
 use std::io::Read;
 use std::path::Path;
 
+use super::{Dataset, DatasetName, Samples, locate};
 use crate::error::{Error, IoContext, Result};
+use crate::model::InputShape;
 
 /// A decoded IDX array of unsigned bytes.
 #[derive(Debug, Clone)]
@@ -117,6 +119,99 @@ pub fn parse_idx(bytes: &[u8], rank: usize, path: &Path) -> Result<Idx> {
 pub fn read_idx(path: &Path, rank: usize) -> Result<Idx> {
     let bytes = read_maybe_gz(path)?;
     parse_idx(&bytes, rank, path)
+}
+
+const MNIST_SHAPE: InputShape = InputShape {
+    channels: 1,
+    height: 28,
+    width: 28,
+};
+
+/// MNIST or Fashion-MNIST from the four canonical IDX files (raw or gzip) under `dir`.
+pub(crate) fn load_mnist(name: DatasetName, dir: &Path) -> Result<Dataset> {
+    let find = |stem: &str| locate(dir, name, &[stem, &format!("{stem}.gz")]);
+    let split = |images: &Path, labels: &Path| {
+        mnist_samples(read_idx(images, 3)?, read_idx(labels, 1)?, images, labels)
+    };
+    let train = split(
+        &find("train-images-idx3-ubyte")?,
+        &find("train-labels-idx1-ubyte")?,
+    )?;
+    let test = split(
+        &find("t10k-images-idx3-ubyte")?,
+        &find("t10k-labels-idx1-ubyte")?,
+    )?;
+    Dataset::from_parts(name, MNIST_SHAPE, 10, train, test)
+}
+
+/// The bundled `mnist-mini`: the first 10,000 training and 2,000 test samples of MNIST,
+/// compiled into the library (see `data/mnist-mini/README.md` for provenance).
+const MINI: [(&str, &[u8]); 4] = [
+    (
+        "train-images-idx3-ubyte.gz",
+        include_bytes!("../../data/mnist-mini/train-images-idx3-ubyte.gz"),
+    ),
+    (
+        "train-labels-idx1-ubyte.gz",
+        include_bytes!("../../data/mnist-mini/train-labels-idx1-ubyte.gz"),
+    ),
+    (
+        "t10k-images-idx3-ubyte.gz",
+        include_bytes!("../../data/mnist-mini/t10k-images-idx3-ubyte.gz"),
+    ),
+    (
+        "t10k-labels-idx1-ubyte.gz",
+        include_bytes!("../../data/mnist-mini/t10k-labels-idx1-ubyte.gz"),
+    ),
+];
+
+pub(crate) fn load_mnist_mini() -> Result<Dataset> {
+    let path = |i: usize| Path::new("<bundled mnist-mini>").join(MINI[i].0);
+    let decode = |i: usize, rank: usize| {
+        parse_idx(&maybe_gunzip(MINI[i].1.to_vec(), &path(i))?, rank, &path(i))
+    };
+    let train = mnist_samples(decode(0, 3)?, decode(1, 1)?, &path(0), &path(1))?;
+    let test = mnist_samples(decode(2, 3)?, decode(3, 1)?, &path(2), &path(3))?;
+    Dataset::from_parts(DatasetName::MnistMini, MNIST_SHAPE, 10, train, test)
+}
+
+fn mnist_samples(im: Idx, lb: Idx, images: &Path, labels: &Path) -> Result<Samples> {
+    if im.dims[1..] != [28, 28] {
+        return Err(Error::Format {
+            path: images.to_path_buf(),
+            format: "IDX",
+            offset: 8,
+            detail: format!("images are {}×{}, expected 28×28", im.dims[1], im.dims[2]),
+        });
+    }
+    if im.dims[0] != lb.dims[0] {
+        return Err(Error::Format {
+            path: labels.to_path_buf(),
+            format: "IDX",
+            offset: 4,
+            detail: format!(
+                "{} labels for {} images in {}",
+                lb.dims[0],
+                im.dims[0],
+                images.display()
+            ),
+        });
+    }
+    if let Some(pos) = lb.data.iter().position(|&l| l > 9) {
+        return Err(Error::Format {
+            path: labels.to_path_buf(),
+            format: "IDX",
+            offset: 8 + pos as u64,
+            detail: format!(
+                "label {} of sample {pos} is not a digit class 0..=9",
+                lb.data[pos]
+            ),
+        });
+    }
+    Ok(Samples::numbered(
+        im.data,
+        lb.data.into_iter().map(u16::from).collect(),
+    ))
 }
 
 #[cfg(test)]

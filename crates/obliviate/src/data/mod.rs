@@ -3,12 +3,17 @@
 //! Every training sample has a stable id, its index in the canonical training file; ids are what
 //! users ask to forget, so they never depend on splits, shuffles or subsets.
 
+pub mod backdoor;
 pub mod cifar;
 pub mod fetch;
 pub mod idx;
 pub mod mat;
+mod origin;
 pub mod purchase;
 pub mod split;
+pub mod svhn;
+
+pub use origin::{DataOrigin, DatasetRecord};
 
 use std::path::{Path, PathBuf};
 
@@ -94,7 +99,7 @@ impl std::fmt::Display for DatasetName {
 }
 
 /// One split's samples.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Samples {
     /// Canonical ids, ascending.
     pub ids: Vec<u64>,
@@ -105,6 +110,15 @@ pub struct Samples {
 }
 
 impl Samples {
+    /// Samples with ids 0..n in file order (the canonical numbering).
+    pub fn numbered(pixels: Vec<u8>, labels: Vec<u16>) -> Samples {
+        Samples {
+            ids: (0..labels.len() as u64).collect(),
+            pixels,
+            labels,
+        }
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.labels.len()
@@ -140,6 +154,8 @@ pub struct Dataset {
     lut: Vec<[f32; 256]>,
     /// SHA-256 over the decoded samples; runs record it to refuse mismatched data.
     pub fingerprint: String,
+    /// How this data derives from the canonical files (recorded by the runs trained on it).
+    pub origin: DataOrigin,
 }
 
 /// Which split to draw a batch from.
@@ -219,7 +235,7 @@ impl Dataset {
                 h.update(l.to_le_bytes());
             }
         }
-        let fingerprint = hex(&h.finalize());
+        let fingerprint = crate::store::hex(&h.finalize());
         Ok(Dataset {
             name,
             shape,
@@ -228,119 +244,20 @@ impl Dataset {
             test,
             lut,
             fingerprint,
+            origin: DataOrigin::default(),
         })
     }
 
     /// Loads `name`; `dir` holds the canonical files (not needed for `mnist-mini`).
     pub fn load(name: DatasetName, dir: Option<&Path>) -> Result<Self> {
         match name {
-            DatasetName::MnistMini => load_mnist_mini(),
+            DatasetName::MnistMini => idx::load_mnist_mini(),
             DatasetName::Mnist | DatasetName::FashionMnist => {
-                let dir = require_dir(name, dir)?;
-                let find =
-                    |stem: &str| locate(&dir, name, &[stem.to_string(), format!("{stem}.gz")]);
-                let train = idx_split(
-                    &find("train-images-idx3-ubyte")?,
-                    &find("train-labels-idx1-ubyte")?,
-                )?;
-                let test = idx_split(
-                    &find("t10k-images-idx3-ubyte")?,
-                    &find("t10k-labels-idx1-ubyte")?,
-                )?;
-                Dataset::from_parts(
-                    name,
-                    InputShape {
-                        channels: 1,
-                        height: 28,
-                        width: 28,
-                    },
-                    10,
-                    train,
-                    test,
-                )
+                idx::load_mnist(name, &require_dir(name, dir)?)
             }
-            DatasetName::Cifar10 => {
-                let dir = require_dir(name, dir)?;
-                let base = locate(
-                    &dir,
-                    name,
-                    &[
-                        "cifar-10-batches-bin/test_batch.bin".into(),
-                        "test_batch.bin".into(),
-                    ],
-                )?;
-                let base = base.parent().map(Path::to_path_buf).unwrap_or(dir);
-                let (p, l) = cifar::read_split(&base, true)?;
-                let train = Samples {
-                    ids: (0..l.len() as u64).collect(),
-                    pixels: p,
-                    labels: l,
-                };
-                let (p, l) = cifar::read_split(&base, false)?;
-                let test = Samples {
-                    ids: (0..l.len() as u64).collect(),
-                    pixels: p,
-                    labels: l,
-                };
-                Dataset::from_parts(
-                    name,
-                    InputShape {
-                        channels: 3,
-                        height: 32,
-                        width: 32,
-                    },
-                    10,
-                    train,
-                    test,
-                )
-            }
-            DatasetName::Svhn => {
-                let dir = require_dir(name, dir)?;
-                let train = svhn_split(&locate(&dir, name, &["train_32x32.mat".into()])?)?;
-                let test = svhn_split(&locate(&dir, name, &["test_32x32.mat".into()])?)?;
-                Dataset::from_parts(
-                    name,
-                    InputShape {
-                        channels: 3,
-                        height: 32,
-                        width: 32,
-                    },
-                    10,
-                    train,
-                    test,
-                )
-            }
-            DatasetName::Purchase => {
-                let dir = require_dir(name, dir)?;
-                let path = locate(
-                    &dir,
-                    name,
-                    &["dataset_purchase".into(), "dataset_purchase.csv".into()],
-                )?;
-                let bytes = idx::read_maybe_gz(&path)?;
-                let p = purchase::parse_purchase(&bytes, &path)?;
-                // Fixed holdout: every fifth record (index % 5 == 4) is test data.
-                let (mut train, mut test) = (empty(), empty());
-                for (i, &l) in p.labels.iter().enumerate() {
-                    let s = if i % 5 == 4 { &mut test } else { &mut train };
-                    s.ids.push(i as u64);
-                    s.labels.push(l);
-                    s.pixels.extend_from_slice(
-                        &p.features[i * purchase::FEATURES..(i + 1) * purchase::FEATURES],
-                    );
-                }
-                Dataset::from_parts(
-                    name,
-                    InputShape {
-                        channels: 1,
-                        height: 1,
-                        width: purchase::FEATURES,
-                    },
-                    p.classes,
-                    train,
-                    test,
-                )
-            }
+            DatasetName::Cifar10 => cifar::load(&require_dir(name, dir)?),
+            DatasetName::Svhn => svhn::load(&require_dir(name, dir)?),
+            DatasetName::Purchase => purchase::load(&require_dir(name, dir)?),
         }
     }
 
@@ -388,7 +305,7 @@ impl Dataset {
     }
 
     /// The data a run was trained on: this (canonical) dataset cut and poisoned as `origin` says.
-    pub fn derive(self, origin: &crate::chain::DataOrigin) -> Result<Self> {
+    pub fn derive(self, origin: &DataOrigin) -> Result<Self> {
         let data = match origin.limit {
             Some((tr, te)) => self.truncated(tr, te)?,
             None => self,
@@ -399,7 +316,8 @@ impl Dataset {
         }
     }
 
-    /// Dataset restricted to its first `n_train` training and `n_test` test samples (ids kept).
+    /// Dataset restricted to its first `n_train` training and `n_test` test samples (ids kept);
+    /// its origin records the sizes kept.
     pub fn truncated(&self, n_train: usize, n_test: usize) -> Result<Self> {
         let cut = |s: &Samples, n: usize| {
             let n = n.min(s.len());
@@ -409,40 +327,31 @@ impl Dataset {
                 labels: s.labels[..n].to_vec(),
             }
         };
-        Dataset::from_parts(
+        let mut cut = Dataset::from_parts(
             self.name,
             self.shape,
             self.classes,
             cut(&self.train, n_train),
             cut(&self.test, n_test),
-        )
+        )?;
+        cut.origin = DataOrigin {
+            limit: Some((cut.train.len(), cut.test.len())),
+            ..self.origin.clone()
+        };
+        Ok(cut)
     }
-}
-
-fn empty() -> Samples {
-    Samples {
-        ids: Vec::new(),
-        pixels: Vec::new(),
-        labels: Vec::new(),
-    }
-}
-
-/// Lower-case hex of a digest.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn require_dir(name: DatasetName, dir: Option<&Path>) -> Result<PathBuf> {
-    dir.map(Path::to_path_buf).ok_or_else(|| {
-        invalid(
-            "data directory",
-            format!("dataset {name} needs --data-dir (get the files with `obliviate data fetch {name} --data-dir DIR`)"),
-        )
-    })
+    dir.map(Path::to_path_buf)
+        .ok_or_else(|| Error::MissingData {
+            dataset: name.to_string(),
+            detail: "needs a folder holding its canonical files".into(),
+        })
 }
 
 /// Finds the first existing candidate under `dir/<folder>/` or `dir/`.
-fn locate(dir: &Path, name: DatasetName, candidates: &[String]) -> Result<PathBuf> {
+pub(crate) fn locate(dir: &Path, name: DatasetName, candidates: &[&str]) -> Result<PathBuf> {
     let roots = [dir.join(name.folder()), dir.to_path_buf()];
     for root in &roots {
         for c in candidates {
@@ -452,163 +361,13 @@ fn locate(dir: &Path, name: DatasetName, candidates: &[String]) -> Result<PathBu
             }
         }
     }
-    Err(Error::Io {
-        path: roots[0].join(&candidates[0]),
-        source: std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!(
-                "no {} file for {name} in {} or {} (run `obliviate data fetch {name} --data-dir {}`)",
-                candidates.join(" / "),
-                roots[0].display(),
-                roots[1].display(),
-                dir.display()
-            ),
+    Err(Error::MissingData {
+        dataset: name.to_string(),
+        detail: format!(
+            "no {} file in {} or {}",
+            candidates.join(" / "),
+            roots[0].display(),
+            roots[1].display()
         ),
-    })
-}
-
-fn idx_split(images: &Path, labels: &Path) -> Result<Samples> {
-    let im = idx::read_idx(images, 3)?;
-    let lb = idx::read_idx(labels, 1)?;
-    idx_samples(im, lb, images, labels)
-}
-
-fn idx_samples(im: idx::Idx, lb: idx::Idx, images: &Path, labels: &Path) -> Result<Samples> {
-    if im.dims[1..] != [28, 28] {
-        return Err(Error::Format {
-            path: images.to_path_buf(),
-            format: "IDX",
-            offset: 8,
-            detail: format!("images are {}×{}, expected 28×28", im.dims[1], im.dims[2]),
-        });
-    }
-    if im.dims[0] != lb.dims[0] {
-        return Err(Error::Format {
-            path: labels.to_path_buf(),
-            format: "IDX",
-            offset: 4,
-            detail: format!(
-                "{} labels for {} images in {}",
-                lb.dims[0],
-                im.dims[0],
-                images.display()
-            ),
-        });
-    }
-    if let Some(pos) = lb.data.iter().position(|&l| l > 9) {
-        return Err(Error::Format {
-            path: labels.to_path_buf(),
-            format: "IDX",
-            offset: 8 + pos as u64,
-            detail: format!(
-                "label {} of sample {pos} is not a digit class 0..=9",
-                lb.data[pos]
-            ),
-        });
-    }
-    Ok(Samples {
-        ids: (0..im.dims[0] as u64).collect(),
-        pixels: im.data,
-        labels: lb.data.into_iter().map(u16::from).collect(),
-    })
-}
-
-const MINI: [(&str, &[u8]); 4] = [
-    (
-        "train-images-idx3-ubyte.gz",
-        include_bytes!("../../../../data/mnist-mini/train-images-idx3-ubyte.gz"),
-    ),
-    (
-        "train-labels-idx1-ubyte.gz",
-        include_bytes!("../../../../data/mnist-mini/train-labels-idx1-ubyte.gz"),
-    ),
-    (
-        "t10k-images-idx3-ubyte.gz",
-        include_bytes!("../../../../data/mnist-mini/t10k-images-idx3-ubyte.gz"),
-    ),
-    (
-        "t10k-labels-idx1-ubyte.gz",
-        include_bytes!("../../../../data/mnist-mini/t10k-labels-idx1-ubyte.gz"),
-    ),
-];
-
-fn load_mnist_mini() -> Result<Dataset> {
-    let decode = |i: usize, rank: usize| {
-        let (name, bytes) = MINI[i];
-        let path = Path::new("<bundled mnist-mini>").join(name);
-        idx::parse_idx(&idx::maybe_gunzip(bytes.to_vec(), &path)?, rank, &path)
-    };
-    let p = |i: usize| Path::new("<bundled mnist-mini>").join(MINI[i].0);
-    let train = idx_samples(decode(0, 3)?, decode(1, 1)?, &p(0), &p(1))?;
-    let test = idx_samples(decode(2, 3)?, decode(3, 1)?, &p(2), &p(3))?;
-    Dataset::from_parts(
-        DatasetName::MnistMini,
-        InputShape {
-            channels: 1,
-            height: 28,
-            width: 28,
-        },
-        10,
-        train,
-        test,
-    )
-}
-
-fn svhn_split(path: &Path) -> Result<Samples> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let vars = mat::parse_mat(&bytes, path)?;
-    let fmt = |detail: String| Error::Format {
-        path: path.to_path_buf(),
-        format: "SVHN .mat",
-        offset: 0,
-        detail,
-    };
-    let x = vars
-        .iter()
-        .find(|v| v.name == "X")
-        .ok_or_else(|| fmt("no variable X".into()))?;
-    let y = vars
-        .iter()
-        .find(|v| v.name == "y")
-        .ok_or_else(|| fmt("no variable y".into()))?;
-    if x.dims.len() != 4 || x.dims[..3] != [32, 32, 3] {
-        return Err(fmt(format!(
-            "X has dimensions {:?}, expected 32×32×3×N",
-            x.dims
-        )));
-    }
-    let n = x.dims[3];
-    if y.data.len() != n {
-        return Err(fmt(format!("y has {} labels for {n} images", y.data.len())));
-    }
-    let mat::MatData::U8(xs) = &x.data else {
-        return Err(fmt("X is not uint8".into()));
-    };
-    let mut pixels = vec![0u8; n * 3072];
-    for i in 0..n {
-        for c in 0..3 {
-            for col in 0..32 {
-                for row in 0..32 {
-                    pixels[i * 3072 + c * 1024 + row * 32 + col] =
-                        xs[row + 32 * col + 1024 * c + 3072 * i];
-                }
-            }
-        }
-    }
-    let mut labels = Vec::with_capacity(n);
-    for i in 0..n {
-        let v = y.data.get(i);
-        if !(1.0..=10.0).contains(&v) || v.fract() != 0.0 {
-            return Err(fmt(format!("label {v} of sample {i} is not in 1..=10")));
-        }
-        labels.push(if v == 10.0 { 0 } else { v as u16 });
-    }
-    Ok(Samples {
-        ids: (0..n as u64).collect(),
-        pixels,
-        labels,
     })
 }

@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
+use super::{Dataset, DatasetName, Samples, idx, locate};
 use crate::error::{Error, Result};
+use crate::model::InputShape;
 
 /// Features per record.
 pub const FEATURES: usize = 600;
@@ -81,6 +83,29 @@ pub fn parse_purchase(text: &[u8], path: &Path) -> Result<Purchase> {
         labels,
         classes,
     })
+}
+
+/// Purchase from `dataset_purchase` (or `.csv`, optionally gzip) under `dir`, with a fixed
+/// holdout: every fifth record (index % 5 == 4) is test data.
+pub(crate) fn load(dir: &Path) -> Result<Dataset> {
+    let name = DatasetName::Purchase;
+    let path = locate(dir, name, &["dataset_purchase", "dataset_purchase.csv"])?;
+    let bytes = idx::read_maybe_gz(&path)?;
+    let p = parse_purchase(&bytes, &path)?;
+    let (mut train, mut test) = (Samples::default(), Samples::default());
+    for (i, &l) in p.labels.iter().enumerate() {
+        let s = if i % 5 == 4 { &mut test } else { &mut train };
+        s.ids.push(i as u64);
+        s.labels.push(l);
+        s.pixels
+            .extend_from_slice(&p.features[i * FEATURES..(i + 1) * FEATURES]);
+    }
+    let shape = InputShape {
+        channels: 1,
+        height: 1,
+        width: FEATURES,
+    };
+    Dataset::from_parts(name, shape, p.classes, train, test)
 }
 
 #[cfg(test)]

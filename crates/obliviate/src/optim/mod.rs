@@ -27,14 +27,9 @@ pub enum OptimizerKind {
 }
 
 impl OptimizerKind {
-    /// Parses `sgd` or `adam`.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "sgd" => Ok(OptimizerKind::Sgd),
-            "adam" => Ok(OptimizerKind::Adam),
-            _ => Err(invalid("optimizer", format!("{s:?}; expected sgd or adam"))),
-        }
-    }
+    /// Every update rule.
+    pub const ALL: [OptimizerKind; 2] = [OptimizerKind::Sgd, OptimizerKind::Adam];
+
     /// The command-line name.
     pub fn name(self) -> &'static str {
         match self {
@@ -89,12 +84,14 @@ impl OptimConfig {
             ..OptimConfig::sgd(lr, 0.0)
         }
     }
-    /// Rejects values that cannot train.
+    /// Rejects values that cannot train. Training runs in f32, so the rate must be a finite,
+    /// positive f32 too (1e39 is finite in f64 and infinite in f32).
     pub fn validate(&self) -> Result<()> {
-        if !(self.lr.is_finite() && self.lr > 0.0) {
+        let lr32 = self.lr as f32;
+        if !(self.lr.is_finite() && self.lr > 0.0 && lr32.is_finite() && lr32 > 0.0) {
             return Err(invalid(
                 "learning rate",
-                format!("{} (must be > 0)", self.lr),
+                format!("{} (must be > 0 and finite in f32)", self.lr),
             ));
         }
         if !(0.0..1.0).contains(&self.momentum) {

@@ -36,7 +36,7 @@ pub fn encode(set: &ParamSet, meta: &FileMeta) -> Result<Vec<u8>> {
         .tensors
         .iter()
         .map(|t| {
-            let bytes: &[u8] = bytemuck_f32(&t.data);
+            let bytes: &[u8] = bytemuck::cast_slice(&t.data);
             TensorView::new(Dtype::F32, t.shape.clone(), bytes)
                 .map(|v| (t.name.clone(), v))
                 .map_err(|e| crate::error::invalid("tensor", format!("{}: {e}", t.name)))
@@ -100,16 +100,11 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<(ParamSet, FileMeta)> {
     Ok((ParamSet { tensors }, meta))
 }
 
-/// Views an `f32` slice as little-endian bytes (all supported targets are little-endian).
-fn bytemuck_f32(data: &[f32]) -> &[u8] {
-    #[cfg(not(target_endian = "little"))]
-    compile_error!(
-        "obliviate writes safetensors by reinterpreting f32 slices; big-endian targets are not supported"
-    );
-    // SAFETY: f32 has no padding and any byte pattern is a valid u8; the length covers exactly
-    // the same memory.
-    unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), std::mem::size_of_val(data)) }
-}
+// safetensors stores little-endian values; `cast_slice` views f32s in native order.
+#[cfg(not(target_endian = "little"))]
+compile_error!(
+    "obliviate writes safetensors from native f32 slices; big-endian targets are not supported"
+);
 
 #[cfg(test)]
 mod tests {

@@ -8,10 +8,11 @@ use burn::tensor::backend::AutodiffBackend;
 use super::plot::{self, Lines, ResidualSeries};
 use crate::audit::mia::{MiaReport, mia};
 use crate::audit::outputs_of;
-use crate::chain::{Chain, atomic};
+use crate::chain::Chain;
+use crate::chain::ledger::Ledger;
 use crate::data::{Dataset, Split};
 use crate::error::{IoContext, Result, invalid};
-use crate::ledger::Ledger;
+use crate::store::atomic;
 
 /// What to put in the report beyond the run itself.
 #[derive(Debug, Clone, Default)]
@@ -117,10 +118,12 @@ pub fn write_report<B: AutodiffBackend>(
 ) -> Result<PathBuf> {
     let chain = Chain::open(run)?;
     chain.check_dataset(data)?;
-    let m = &chain.manifest;
+    // A compliance report is only as good as the chain it describes.
+    chain.verify()?;
+    let m = chain.manifest();
     let served = chain.served()?;
     let scale = served.numel() as f64;
-    let requests = Ledger::open(run)?.list(m.generation)?;
+    let requests = Ledger::committed(run, m.generation)?;
     std::fs::create_dir_all(&o.out).at(&o.out)?;
     let mut b = Vec::new();
     let c = &m.config;
@@ -156,7 +159,7 @@ pub fn write_report<B: AutodiffBackend>(
                     r.last_block.to_string(),
                     r.stop_block.to_string(),
                     (r.stop_block - r.first_block + 1).to_string(),
-                    r.stop_rule.clone(),
+                    r.stop_rule.to_string(),
                     format!("{:.2}", r.seconds),
                     pct(r.test_accuracy),
                     r.model_sha256[..12.min(r.model_sha256.len())].to_string(),
@@ -180,7 +183,7 @@ pub fn write_report<B: AutodiffBackend>(
         ("retrained, another seed", &o.floor),
     ] {
         if let Some(p) = p {
-            let acc = Chain::open(p)?.manifest.test_accuracy.unwrap_or(0.0);
+            let acc = Chain::open(p)?.manifest().test_accuracy.unwrap_or(0.0);
             series.push((
                 format!("{label} ({})", pct(acc)),
                 vec![(0.0, 100.0 * acc), (last, 100.0 * acc)],
@@ -233,7 +236,7 @@ pub fn write_report<B: AutodiffBackend>(
         if m.deleted.is_empty() {
             return Err(invalid(
                 "report",
-                "--against needs a run that has forgotten samples",
+                "comparing against a retrained run needs a run that has forgotten samples",
             ));
         }
         let rows: Vec<usize> = m
@@ -261,8 +264,22 @@ pub fn write_report<B: AutodiffBackend>(
             let ch = Chain::open(p)?;
             ch.check_dataset(data)?;
             let theta = ch.served()?;
-            let f = outputs_of::<B>(ch.manifest.model, &theta, data, Split::Train, &rows, device)?;
-            let t = outputs_of::<B>(ch.manifest.model, &theta, data, Split::Test, &test, device)?;
+            let f = outputs_of::<B>(
+                ch.manifest().model,
+                &theta,
+                data,
+                Split::Train,
+                &rows,
+                device,
+            )?;
+            let t = outputs_of::<B>(
+                ch.manifest().model,
+                &theta,
+                data,
+                Split::Test,
+                &test,
+                device,
+            )?;
             results.push((label, mia(&f, &t, o.seed), t, theta));
         }
         b.push(Block::Heading("Membership inference".into()));

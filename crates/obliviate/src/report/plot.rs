@@ -7,8 +7,9 @@ use std::sync::Once;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use crate::chain::ledger::{PowerLaw, Request, StopReason};
 use crate::error::{Error, Result};
-use crate::ledger::{PowerLaw, Request};
+use crate::store::atomic;
 use crate::unlearn::ForgetReport;
 
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
@@ -30,7 +31,36 @@ fn render_err(path: &Path, e: impl std::fmt::Display) -> Error {
 
 type Drawn = std::result::Result<(), String>;
 
-/// Renders `draw` to `path`: PNG for `.png`, SVG otherwise.
+/// The image formats figures are written in, chosen by the file's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `.png`.
+    Png,
+    /// `.svg`.
+    Svg,
+}
+
+impl Format {
+    /// The format `path`'s extension names; any other extension is refused, so a figure is
+    /// never written under a name that claims something else.
+    pub fn of(path: &Path) -> Result<Format> {
+        match path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("png") => Ok(Format::Png),
+            Some("svg") => Ok(Format::Svg),
+            _ => Err(crate::error::invalid(
+                "figure path",
+                format!("{}: the name must end in .png or .svg", path.display()),
+            )),
+        }
+    }
+}
+
+/// Renders `draw` to `path` (PNG or SVG by extension) atomically: the figure appears whole
+/// or not at all.
 fn render(
     path: &Path,
     size: (u32, u32),
@@ -38,17 +68,32 @@ fn render(
     svg: &dyn Fn(&DrawingArea<SVGBackend<'_>, Shift>) -> Drawn,
 ) -> Result<()> {
     register();
-    let result = if path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
-    {
-        let root = BitMapBackend::new(path, size).into_drawing_area();
-        png(&root).and_then(|_| root.present().map_err(|e| e.to_string()))
-    } else {
-        let root = SVGBackend::new(path, size).into_drawing_area();
-        svg(&root).and_then(|_| root.present().map_err(|e| e.to_string()))
-    };
-    result.map_err(|e| render_err(path, e))
+    match Format::of(path)? {
+        Format::Png => {
+            // plotters picks the encoder by extension, so the temporary keeps `.png`.
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            let tmp = path.with_file_name(format!(".{name}.tmp.png"));
+            let drawn = {
+                let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+                png(&root).and_then(|_| root.present().map_err(|e| e.to_string()))
+            };
+            if let Err(e) = drawn {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(render_err(path, e));
+            }
+            atomic::persist(&tmp, path)
+        }
+        Format::Svg => {
+            let mut text = String::new();
+            {
+                let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
+                svg(&root)
+                    .and_then(|_| root.present().map_err(|e| e.to_string()))
+                    .map_err(|e| render_err(path, e))?;
+            }
+            atomic::write_file(path, text.as_bytes())
+        }
+    }
 }
 
 /// What a residual-memory chart shows: one request's series, fit and blocks.
@@ -69,7 +114,7 @@ pub struct ResidualSeries {
     /// Fit at the stop, if any (fitted to residual / `scale`).
     pub fit: Option<PowerLaw>,
     /// Rule that stopped retraining.
-    pub stop_rule: String,
+    pub stop_rule: StopReason,
     /// Parameter count the fit was normalised by.
     pub scale: f64,
 }
@@ -85,7 +130,7 @@ impl ResidualSeries {
             stop_block: r.stop_block,
             residuals: r.residuals.clone(),
             fit: r.fit,
-            stop_rule: r.stop_rule.clone(),
+            stop_rule: r.stop_rule,
             scale,
         }
     }
@@ -99,7 +144,7 @@ impl ResidualSeries {
             stop_block: r.stop_block,
             residuals: r.residuals_l1.clone(),
             fit: r.fit,
-            stop_rule: r.stop_rule.clone(),
+            stop_rule: r.stop_rule,
             scale,
         }
     }

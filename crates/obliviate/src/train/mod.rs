@@ -16,8 +16,7 @@ use burn::tensor::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
 
 pub use progress::{NoProgress, Progress};
-pub(crate) use run::dataset_record;
-pub use run::{TrainSummary, resume, retrain, retrain_with_seed, train, train_with};
+pub use run::{TrainSummary, block_split, resume, retrain, retrain_with_seed, train};
 
 use crate::chain::TrainConfig;
 use crate::data::split::epoch_order;
@@ -66,19 +65,7 @@ impl<'a, B: AutodiffBackend> BlockTrainer<'a, B> {
         step: u64,
         device: &B::Device,
     ) -> Result<Self> {
-        cfg.optim.validate()?;
-        if !(cfg.lr_final > 0.0 && cfg.lr_final <= 1.0) {
-            return Err(invalid(
-                "final learning-rate fraction",
-                format!("{} (must be in (0, 1])", cfg.lr_final),
-            ));
-        }
-        if cfg.batch_size == 0 || cfg.epochs_per_block == 0 {
-            return Err(invalid(
-                "training",
-                "batch size and epochs per block must be at least 1",
-            ));
-        }
+        cfg.validate()?;
         let net = Net::<B>::new(kind, data.shape, data.classes, cfg.seed, device)?;
         let net = load_into(net, &theta, device)?;
         let mask = trainable_mask(&net);

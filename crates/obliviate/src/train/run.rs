@@ -7,13 +7,11 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
 use super::{BlockTrainer, Progress, backend_name, test_accuracy};
-use crate::chain::{
-    BlockRecord, Chain, DataOrigin, DatasetRecord, Manifest, TrainConfig, atomic, manifest::FORMAT,
-};
-use crate::data::{Dataset, split};
+use crate::chain::{Chain, Manifest, TrainConfig};
+use crate::data::{Dataset, DatasetRecord, split};
 use crate::error::Result;
 use crate::model::ModelKind;
-use crate::params::FileMeta;
+use crate::store::atomic;
 
 /// What `train` reports.
 #[derive(Debug, Clone, Serialize)]
@@ -34,64 +32,42 @@ pub struct TrainSummary {
     pub eval_seconds: f64,
 }
 
-/// How often the manifest is rewritten during training: a crash loses at most this much work.
-const COMMIT_EVERY: Duration = Duration::from_secs(2);
-
-/// The manifest's record of `data` as derived per `origin`.
-pub(crate) fn dataset_record(data: &Dataset, origin: &DataOrigin) -> DatasetRecord {
-    DatasetRecord {
-        name: data.name,
-        fingerprint: data.fingerprint.clone(),
-        train_samples: data.train.len(),
-        test_samples: data.test.len(),
-        shape: data.shape,
-        classes: data.classes,
-        limit: origin.limit,
-        backdoor: origin.backdoor.clone(),
+impl TrainSummary {
+    /// Seconds of training proper (without the accuracy evaluation).
+    pub fn train_seconds(&self) -> f64 {
+        self.seconds - self.eval_seconds
     }
 }
 
-/// Trains a new chain in `dir` (which must not hold a run). `limit` records that `data` was
-/// truncated to its first (train, test) samples, so later commands can reload the same data.
+/// How often the manifest is rewritten during training: a crash loses at most this much work.
+const COMMIT_EVERY: Duration = Duration::from_secs(2);
+
+/// The seeded, class-stratified split of `data`'s training ids into `cfg.blocks` blocks, leaving
+/// out `without` (ascending): the block order every method trained "like the chain" uses.
+pub fn block_split(data: &Dataset, cfg: &TrainConfig, without: &[u64]) -> Result<Vec<Vec<u64>>> {
+    let (ids, labels): (Vec<u64>, Vec<u16>) = data
+        .train
+        .ids
+        .iter()
+        .zip(&data.train.labels)
+        .filter(|(id, _)| without.binary_search(id).is_err())
+        .map(|(&i, &l)| (i, l))
+        .unzip();
+    split::stratified(&ids, &labels, cfg.blocks, cfg.seed)
+}
+
+/// Trains a new chain in `dir` (absent or empty) on `data`; the run records how `data` derives
+/// from the canonical files, so later commands rebuild the same data.
 pub fn train<B: AutodiffBackend>(
     dir: &Path,
     data: &Dataset,
     kind: ModelKind,
     cfg: TrainConfig,
-    limit: Option<(usize, usize)>,
     device: &B::Device,
     progress: &mut dyn Progress,
 ) -> Result<TrainSummary> {
-    let origin = DataOrigin {
-        limit,
-        backdoor: None,
-    };
-    train_with::<B>(dir, data, kind, cfg, &origin, device, progress)
-}
-
-/// [`train`] for data derived from the canonical files as `origin` says (recorded in the
-/// manifest so later commands rebuild the same data).
-pub fn train_with<B: AutodiffBackend>(
-    dir: &Path,
-    data: &Dataset,
-    kind: ModelKind,
-    cfg: TrainConfig,
-    origin: &DataOrigin,
-    device: &B::Device,
-    progress: &mut dyn Progress,
-) -> Result<TrainSummary> {
-    let blocks = split::stratified(&data.train.ids, &data.train.labels, cfg.blocks, cfg.seed)?;
-    create_and_train::<B>(
-        dir,
-        data,
-        kind,
-        cfg,
-        origin,
-        blocks,
-        Vec::new(),
-        device,
-        progress,
-    )
+    let blocks = block_split(data, &cfg, &[])?;
+    create_and_train::<B>(dir, data, kind, cfg, blocks, Vec::new(), device, progress)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -100,63 +76,23 @@ fn create_and_train<B: AutodiffBackend>(
     data: &Dataset,
     kind: ModelKind,
     cfg: TrainConfig,
-    origin: &DataOrigin,
     blocks: Vec<Vec<u64>>,
     deleted: Vec<u64>,
     device: &B::Device,
     progress: &mut dyn Progress,
 ) -> Result<TrainSummary> {
     let start = Instant::now();
+    cfg.validate()?;
     let (theta0, opt0) = BlockTrainer::<B>::initial(data, kind, &cfg, device)?;
-    let placeholder = crate::chain::FileRef {
-        file: String::new(),
-        sha256: String::new(),
-        bytes: 0,
-    };
-    let manifest = Manifest {
-        format: FORMAT,
-        generation: 0,
-        dataset: dataset_record(data, origin),
-        model: kind,
-        config: cfg,
-        backend: backend_name::<B>(),
-        theta0: placeholder.clone(),
-        opt0: placeholder,
-        blocks: blocks
-            .into_iter()
-            .enumerate()
-            .map(|(i, ids)| BlockRecord {
-                index: i + 1,
-                ids,
-                delta: None,
-                opt: None,
-                step: 0,
-            })
-            .collect(),
+    let manifest = Manifest::new(
+        DatasetRecord::of(data),
+        kind,
+        cfg,
+        backend_name::<B>(),
+        blocks,
         deleted,
-        model_file: None,
-        test_accuracy: None,
-        train_seconds: 0.0,
-        checksum: String::new(),
-    };
-    let mut chain = Chain::create(dir, manifest)?;
-    chain.manifest.theta0 = chain.write_set(
-        "theta0.safetensors",
-        &theta0,
-        &FileMeta {
-            kind: "theta".into(),
-            ..Default::default()
-        },
-    )?;
-    chain.manifest.opt0 = chain.write_set(
-        "opt0.safetensors",
-        &opt0,
-        &FileMeta {
-            kind: "opt".into(),
-            ..Default::default()
-        },
-    )?;
-    chain.commit()?;
+    );
+    let mut chain = Chain::create(dir, manifest, &theta0, &opt0)?;
     continue_training::<B>(&mut chain, data, device, progress, start)
 }
 
@@ -184,14 +120,13 @@ pub fn retrain<B: AutodiffBackend>(
 ) -> Result<TrainSummary> {
     let src = Chain::open(run)?;
     src.check_dataset(data)?;
-    let m = &src.manifest;
+    let m = src.manifest();
     let blocks = m.blocks.iter().map(|b| b.ids.clone()).collect();
     create_and_train::<B>(
         out,
         data,
         m.model,
         m.config,
-        &m.dataset.origin(),
         blocks,
         m.deleted.clone(),
         device,
@@ -211,25 +146,14 @@ pub fn retrain_with_seed<B: AutodiffBackend>(
 ) -> Result<TrainSummary> {
     let src = Chain::open(run)?;
     src.check_dataset(data)?;
-    let m = &src.manifest;
+    let m = src.manifest();
     let cfg = TrainConfig { seed, ..m.config };
-    let kept: Vec<(u64, u16)> = data
-        .train
-        .ids
-        .iter()
-        .zip(&data.train.labels)
-        .filter(|(id, _)| m.deleted.binary_search(id).is_err())
-        .map(|(&i, &l)| (i, l))
-        .collect();
-    let ids: Vec<u64> = kept.iter().map(|k| k.0).collect();
-    let labels: Vec<u16> = kept.iter().map(|k| k.1).collect();
-    let blocks = split::stratified(&ids, &labels, cfg.blocks, seed)?;
+    let blocks = block_split(data, &cfg, &m.deleted)?;
     create_and_train::<B>(
         out,
         data,
         m.model,
         cfg,
-        &m.dataset.origin(),
         blocks,
         m.deleted.clone(),
         device,
@@ -244,12 +168,9 @@ fn continue_training<B: AutodiffBackend>(
     progress: &mut dyn Progress,
     start: Instant,
 ) -> Result<TrainSummary> {
-    let done = chain.manifest.completed();
-    let total = chain.manifest.blocks.len();
-    let kind = chain.manifest.model;
-    let cfg = chain.manifest.config;
-    let generation = chain.manifest.generation;
-    let prior_seconds = chain.manifest.train_seconds;
+    let m = chain.manifest();
+    let (done, total, kind, cfg) = (m.completed(), m.blocks.len(), m.model, m.config);
+    let (generation, prior_seconds) = (m.generation, m.train_seconds);
     if done < total {
         let theta = chain.theta(done)?;
         let (opt, step) = chain.opt_state(done)?;
@@ -257,36 +178,15 @@ fn continue_training<B: AutodiffBackend>(
         progress.start("train blocks", total as u64);
         progress.set(done as u64);
         let mut last_commit = Instant::now();
-        for i in done..total {
-            let ids = chain.manifest.blocks[i].ids.clone();
-            let out = trainer.run_block(i + 1, &ids)?;
-            let block = i + 1;
-            let delta = chain.write_set(
-                &format!("blocks/{block:05}.delta.g{generation}.safetensors"),
-                &out.delta,
-                &FileMeta {
-                    kind: "delta".into(),
-                    block: block as u64,
-                    ..Default::default()
-                },
-            )?;
-            let opt = chain.write_set(
-                &format!("blocks/{block:05}.opt.g{generation}.safetensors"),
-                &out.opt_state,
-                &FileMeta {
-                    kind: "opt".into(),
-                    block: block as u64,
-                    step: out.step,
-                    ..Default::default()
-                },
-            )?;
+        for block in done + 1..=total {
+            let ids = chain.manifest().blocks[block - 1].ids.clone();
+            let out = trainer.run_block(block, &ids)?;
+            let files =
+                chain.write_block(block, generation, &out.delta, &out.opt_state, out.step)?;
             atomic::hit(&format!("train:block-written:{block}"))?;
-            let rec = &mut chain.manifest.blocks[i];
-            rec.delta = Some(delta);
-            rec.opt = Some(opt);
-            rec.step = out.step;
+            chain.set_block(block, files);
             if last_commit.elapsed() >= COMMIT_EVERY || block == total {
-                chain.manifest.train_seconds = prior_seconds + start.elapsed().as_secs_f64();
+                chain.set_train_seconds(prior_seconds + start.elapsed().as_secs_f64());
                 chain.commit()?;
                 last_commit = Instant::now();
             }
@@ -295,26 +195,17 @@ fn continue_training<B: AutodiffBackend>(
         progress.finish();
     }
     let mut eval_seconds = 0.0;
-    if chain.manifest.model_file.is_none() {
+    if chain.manifest().model_file.is_none() {
         let theta = chain.theta(total)?;
         let t = Instant::now();
         let acc = test_accuracy::<B>(data, kind, &theta, device)?;
         eval_seconds = t.elapsed().as_secs_f64();
-        let model = chain.write_set(
-            &format!("model.g{generation}.safetensors"),
-            &theta,
-            &FileMeta {
-                kind: "model".into(),
-                block: total as u64,
-                ..Default::default()
-            },
-        )?;
-        chain.manifest.model_file = Some(model);
-        chain.manifest.test_accuracy = Some(acc);
-        chain.manifest.train_seconds = prior_seconds + start.elapsed().as_secs_f64();
+        let model = chain.write_model(generation, &theta)?;
+        chain.set_model(model, acc);
+        chain.set_train_seconds(prior_seconds + start.elapsed().as_secs_f64());
         chain.commit()?;
     }
-    let m = &chain.manifest;
+    let m = chain.manifest();
     Ok(TrainSummary {
         blocks: total,
         test_accuracy: m.test_accuracy.unwrap_or(0.0),

@@ -5,7 +5,7 @@
 //! constraints (a ≥ 0, h ≥ 0) by projection, must never panic on flat, zero, tiny or noisy
 //! series, and is three parameters: a 3×3 normal-equation solve is the whole linear algebra.
 
-use crate::ledger::PowerLaw;
+use crate::chain::ledger::PowerLaw;
 
 /// Smallest seed exponent the fit starts from.
 pub const H_FLOOR: f64 = 0.1;

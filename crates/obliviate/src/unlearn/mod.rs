@@ -5,7 +5,6 @@ pub mod fit;
 mod stop;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
@@ -13,11 +12,12 @@ use serde::Serialize;
 
 pub use stop::{StopDecision, StopRule, decide};
 
-use crate::chain::{Chain, FileRef};
+use crate::chain::ledger::{Ledger, Request};
+pub use crate::chain::ledger::{PowerLaw, StopReason};
+use crate::chain::{BlockFiles, Chain};
 use crate::data::Dataset;
 use crate::error::{Error, Result, invalid};
-use crate::ledger::{Ledger, PowerLaw, Request};
-use crate::params::{FileMeta, ParamSet};
+use crate::params::ParamSet;
 use crate::train::{BlockTrainer, Progress, test_accuracy};
 
 /// How a forget request is carried out.
@@ -29,6 +29,21 @@ pub struct ForgetOptions {
     pub min_points: usize,
     /// Ignore unknown or already forgotten ids instead of failing.
     pub skip_missing: bool,
+}
+
+impl ForgetOptions {
+    /// Rejects thresholds that cannot mean anything: NaN, infinite or negative ε or ρ (a NaN
+    /// ε would never stop, a negative one neither, silently).
+    pub fn validate(&self) -> Result<()> {
+        let (what, v) = match self.stop {
+            StopRule::Fit { epsilon } => ("epsilon", epsilon),
+            StopRule::Relative { rho } => ("rho", rho),
+        };
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(invalid(what, format!("{v} (must be a finite number ≥ 0)")));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ForgetOptions {
@@ -64,8 +79,8 @@ pub struct ForgetReport {
     pub residuals_l2: Vec<f64>,
     /// Fitted decay at the stop, if the fit rule was used.
     pub fit: Option<PowerLaw>,
-    /// Which rule ended retraining: `fit`, `relative` or `end`.
-    pub stop_rule: String,
+    /// Which rule ended retraining.
+    pub stop_rule: StopReason,
     /// Wall-clock seconds from opening the run to the commit, without `eval_seconds`.
     pub seconds: f64,
     /// Seconds spent measuring the unlearned model's test accuracy (reporting, not unlearning).
@@ -96,12 +111,13 @@ pub struct Phases {
 
 /// Splits requested ids into (to forget, unknown, already forgotten).
 fn classify(chain: &Chain, data: &Dataset, ids: &[u64]) -> (Vec<u64>, Vec<u64>, Vec<u64>) {
+    let deleted = &chain.manifest().deleted;
     let wanted: BTreeSet<u64> = ids.iter().copied().collect();
     let (mut ok, mut unknown, mut gone) = (Vec::new(), Vec::new(), Vec::new());
     for id in wanted {
         if data.train.row(id).is_none() {
             unknown.push(id);
-        } else if chain.manifest.deleted.binary_search(&id).is_ok() {
+        } else if deleted.binary_search(&id).is_ok() {
             gone.push(id);
         } else {
             ok.push(id);
@@ -110,9 +126,11 @@ fn classify(chain: &Chain, data: &Dataset, ids: &[u64]) -> (Vec<u64>, Vec<u64>, 
     (ok, unknown, gone)
 }
 
-/// Forgets `ids` from the run in `run` and commits the new chain; see the module docs.
+/// Forgets `ids` from the run `chain` (opened with [`Chain::open_mut`], so this process is its
+/// one writer) and commits the new chain; see the module docs. Nothing is written before the
+/// ids, the data and the run are validated.
 pub fn forget<B: AutodiffBackend>(
-    run: &Path,
+    chain: &mut Chain,
     data: &Dataset,
     ids: &[u64],
     opts: &ForgetOptions,
@@ -120,20 +138,24 @@ pub fn forget<B: AutodiffBackend>(
     progress: &mut dyn Progress,
 ) -> Result<ForgetReport> {
     let start = Instant::now();
-    let mut chain = Chain::open_mut(run)?;
-    let mut ledger = Ledger::open(run)?;
-    ledger.discard_after(chain.manifest.generation)?;
-    chain.check_dataset(data)?;
-    if !chain.manifest.is_complete() {
+    opts.validate()?;
+    if !chain.is_writable() {
         return Err(invalid(
             "run",
-            "training is not finished; run `obliviate train --resume` first",
+            "opened read-only; forgetting needs the writer lock (Chain::open_mut)",
         ));
     }
+    chain.check_dataset(data)?;
+    if !chain.manifest().is_complete() {
+        return Err(Error::Unfinished {
+            run: chain.dir().to_path_buf(),
+        });
+    }
+    let generation = chain.manifest().next_generation()?;
     if ids.is_empty() {
         return Err(invalid("ids", "no ids given"));
     }
-    let (ok, unknown, gone) = classify(&chain, data, ids);
+    let (ok, unknown, gone) = classify(chain, data, ids);
     if (!unknown.is_empty() || !gone.is_empty()) && !opts.skip_missing {
         return Err(Error::Ids {
             unknown,
@@ -157,37 +179,30 @@ pub fn forget<B: AutodiffBackend>(
         .iter()
         .map(|&id| {
             chain
-                .manifest
+                .manifest()
                 .block_of(id)
                 .ok_or_else(|| invalid("ids", format!("id {id} is in no block")))
         })
         .collect::<Result<_>>()?;
     let (d, l) = (*blocks.first().unwrap_or(&1), *blocks.last().unwrap_or(&1));
+    let mut ledger = Ledger::open(chain.dir())?;
+    ledger.discard_after(chain.manifest().generation)?;
     let opened = start.elapsed().as_secs_f64();
-    let replayed = replay::<B>(&chain, data, &removed, d, l, opts, device, progress)?;
+    let replayed = replay::<B>(chain, data, &removed, d, l, opts, device, progress)?;
     let commit_start = Instant::now();
 
     // Commit: new files were written under the next generation; record, then switch manifest.
-    let generation = chain.manifest.generation + 1;
-    let model = chain.write_set(
-        &format!("model.g{generation}.safetensors"),
-        &replayed.model,
-        &FileMeta {
-            kind: "model".into(),
-            block: chain.manifest.blocks.len() as u64,
-            ..Default::default()
-        },
-    )?;
+    let model = chain.write_model(generation, &replayed.model)?;
     let eval_start = Instant::now();
-    let acc = test_accuracy::<B>(data, chain.manifest.model, &replayed.model, device)?;
+    let acc = test_accuracy::<B>(data, chain.manifest().model, &replayed.model, device)?;
     let eval_seconds = eval_start.elapsed().as_secs_f64();
     let request = ledger
-        .list(chain.manifest.generation)?
+        .list(chain.manifest().generation)?
         .last()
         .map_or(1, |r| r.id + 1);
-    let report = ForgetReport {
+    let mut report = ForgetReport {
         request,
-        ids: ok.clone(),
+        ids: ok,
         skipped,
         first_block: d,
         last_block: l,
@@ -196,7 +211,7 @@ pub fn forget<B: AutodiffBackend>(
         residuals: replayed.residuals.iter().map(|n| n.0).collect(),
         residuals_l2: replayed.residuals.iter().map(|n| n.1).collect(),
         fit: replayed.fit,
-        stop_rule: replayed.rule.to_string(),
+        stop_rule: replayed.rule,
         seconds: start.elapsed().as_secs_f64() - eval_seconds,
         eval_seconds,
         phases: Phases {
@@ -220,31 +235,14 @@ pub fn forget<B: AutodiffBackend>(
         residuals_l1: report.residuals.clone(),
         residuals_l2: report.residuals_l2.clone(),
         fit: report.fit,
-        stop_rule: report.stop_rule.clone(),
+        stop_rule: report.stop_rule,
         seconds: report.seconds,
         test_accuracy: acc,
         model_sha256: model.sha256.clone(),
     })?;
-    let m = &mut chain.manifest;
-    for (k, (delta, opt, step)) in replayed.files.into_iter().enumerate() {
-        let rec = &mut m.blocks[d - 1 + k];
-        rec.delta = Some(delta);
-        rec.opt = Some(opt);
-        rec.step = step;
-    }
-    for rec in &mut m.blocks {
-        rec.ids.retain(|id| !removed.contains(id));
-    }
-    m.deleted.extend(ok);
-    m.deleted.sort_unstable();
-    m.model_file = Some(model);
-    m.test_accuracy = Some(acc);
-    m.generation = generation;
-    chain.commit()?;
-    let mut report = report;
+    chain.commit_forget(d, replayed.files, &removed, model, acc)?;
     report.phases.commit = commit_start.elapsed().as_secs_f64() - eval_seconds;
     report.seconds = start.elapsed().as_secs_f64() - eval_seconds;
-    chain.collect_garbage()?;
     Ok(report)
 }
 
@@ -257,9 +255,9 @@ pub struct Replay {
     /// Fit at the stop.
     pub fit: Option<PowerLaw>,
     /// Rule that ended retraining.
-    pub rule: &'static str,
+    pub rule: StopReason,
     /// New (δ', o', step) files for blocks d..=s, written under the next generation.
-    pub files: Vec<(FileRef, FileRef, u64)>,
+    pub files: Vec<BlockFiles>,
     /// θ'_s + Σ_{i>s} δ_i.
     pub model: ParamSet,
     /// Restore, retrain and stitch seconds (open and commit are left at 0).
@@ -280,12 +278,12 @@ pub fn replay<B: AutodiffBackend>(
     device: &B::Device,
     progress: &mut dyn Progress,
 ) -> Result<Replay> {
-    let m = &chain.manifest;
+    let m = chain.manifest();
     let total = m.blocks.len();
     if d == 0 || d > l || l > total {
         return Err(invalid("blocks", format!("first {d}, last {l} of {total}")));
     }
-    let generation = m.generation + 1;
+    let generation = m.next_generation()?;
     let t0 = Instant::now();
     let theta = chain.theta(d - 1)?;
     let (opt, step) = chain.opt_state(d - 1)?;
@@ -297,7 +295,7 @@ pub fn replay<B: AutodiffBackend>(
     let mut decision = StopDecision {
         stop: false,
         fit: None,
-        rule: "end",
+        rule: StopReason::End,
     };
     progress.start("retrain blocks", (total - d + 1) as u64);
     let mut k = d;
@@ -317,26 +315,7 @@ pub fn replay<B: AutodiffBackend>(
         let (old, _) = chain.read_set(old_ref)?;
         let n = old.distance(&out.delta)?;
         residuals.push((n.l1, n.l2));
-        let delta = chain.write_set(
-            &format!("blocks/{k:05}.delta.g{generation}.safetensors"),
-            &out.delta,
-            &FileMeta {
-                kind: "delta".into(),
-                block: k as u64,
-                ..Default::default()
-            },
-        )?;
-        let optf = chain.write_set(
-            &format!("blocks/{k:05}.opt.g{generation}.safetensors"),
-            &out.opt_state,
-            &FileMeta {
-                kind: "opt".into(),
-                block: k as u64,
-                step: out.step,
-                ..Default::default()
-            },
-        )?;
-        files.push((delta, optf, out.step));
+        files.push(chain.write_block(k, generation, &out.delta, &out.opt_state, out.step)?);
         progress.set((k - d + 1) as u64);
         if k >= l {
             let l1: Vec<f64> = residuals.iter().map(|r| r.0).collect();
@@ -346,7 +325,7 @@ pub fn replay<B: AutodiffBackend>(
             }
         }
         if k == total {
-            decision.rule = "end";
+            decision.rule = StopReason::End;
             break;
         }
         k += 1;

@@ -1,7 +1,7 @@
 //! On-the-fly termination: when has the residual memory decayed enough to stop retraining?
 
 use super::fit::{fit_power_law, slope_at};
-use crate::ledger::PowerLaw;
+use crate::chain::ledger::{PowerLaw, StopReason};
 
 /// The termination rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -27,8 +27,8 @@ pub struct StopDecision {
     pub stop: bool,
     /// The fit, when the fit rule computed one.
     pub fit: Option<PowerLaw>,
-    /// `fit`, `relative` or `end`.
-    pub rule: &'static str,
+    /// The rule that decided (`End` while no rule has fired).
+    pub rule: StopReason,
 }
 
 /// Applies `rule` to the residual series `r` (r[0] = r_d), requiring `min_points` residuals.
@@ -39,7 +39,7 @@ pub fn decide(rule: &StopRule, r: &[f64], min_points: usize, scale: f64) -> Stop
     let not_yet = StopDecision {
         stop: false,
         fit: None,
-        rule: "end",
+        rule: StopReason::End,
     };
     if r.len() < min_points.max(1) {
         return not_yet;
@@ -57,7 +57,7 @@ pub fn decide(rule: &StopRule, r: &[f64], min_points: usize, scale: f64) -> Stop
             StopDecision {
                 stop: slope < epsilon,
                 fit: Some(fit),
-                rule: "fit",
+                rule: StopReason::Fit,
             }
         }
         StopRule::Relative { rho } => {
@@ -71,7 +71,7 @@ pub fn decide(rule: &StopRule, r: &[f64], min_points: usize, scale: f64) -> Stop
             StopDecision {
                 stop,
                 fit: None,
-                rule: "relative",
+                rule: StopReason::Relative,
             }
         }
     }

@@ -59,16 +59,8 @@ impl Drop for Tmp {
 }
 
 pub fn train_tiny(dir: &Path, data: &Dataset, kind: ModelKind, cfg: TrainConfig) -> TrainSummary {
-    obliviate::train::train::<B>(
-        dir,
-        data,
-        kind,
-        cfg,
-        Some((data.train.len(), data.test.len())),
-        &Default::default(),
-        &mut NoProgress,
-    )
-    .expect("training")
+    obliviate::train::train::<B>(dir, data, kind, cfg, &Default::default(), &mut NoProgress)
+        .expect("training")
 }
 
 /// Every file under `dir` (relative path → bytes), skipping the lock and the manifest.
@@ -104,4 +96,22 @@ pub fn manifest_sans_timing(dir: &Path) -> serde_json::Value {
     v["train_seconds"] = serde_json::Value::Null;
     v["checksum"] = serde_json::Value::Null;
     v
+}
+
+/// Opens `run` as its writer and forgets `ids` in it (what `obliviate forget` does).
+pub fn forget_in(
+    run: &Path,
+    data: &Dataset,
+    ids: &[u64],
+    opts: &obliviate::unlearn::ForgetOptions,
+) -> obliviate::Result<obliviate::unlearn::ForgetReport> {
+    let mut chain = obliviate::chain::Chain::open_mut(run)?;
+    obliviate::unlearn::forget::<B>(
+        &mut chain,
+        data,
+        ids,
+        opts,
+        &Default::default(),
+        &mut NoProgress,
+    )
 }

@@ -10,11 +10,38 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
-use crate::chain::sha256;
+use super::layout::LEDGER;
 use crate::error::{Error, Result};
+use crate::store::sha256;
 
-/// Ledger file name inside a run folder.
-pub const LEDGER: &str = "ledger.sqlite";
+/// Why retraining stopped at block s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StopReason {
+    /// The fitted residual-memory curve flattened below ε.
+    Fit,
+    /// The residual fell below ρ times the first one.
+    Relative,
+    /// Retraining reached the last block.
+    End,
+}
+
+impl StopReason {
+    /// The spelling in JSON and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopReason::Fit => "fit",
+            StopReason::Relative => "relative",
+            StopReason::End => "end",
+        }
+    }
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Fitted power law y = a·x^(−h) + b of a residual series.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -50,8 +77,8 @@ pub struct Request {
     pub residuals_l2: Vec<f64>,
     /// Power-law fit at the stop (when the fit rule was used and a fit existed).
     pub fit: Option<PowerLaw>,
-    /// `fit`, `relative`, or `end` (reached the last block).
-    pub stop_rule: String,
+    /// Why retraining stopped.
+    pub stop_rule: StopReason,
     /// Wall-clock seconds of the request.
     pub seconds: f64,
     /// Test accuracy of the unlearned model.
@@ -67,7 +94,50 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Opens (creating if needed) the ledger of a run folder.
+    /// The committed requests of the run in `run` whose manifest is at `generation`, read
+    /// without creating or changing anything. Every generation 1..=`generation` must have
+    /// exactly one row (each committed forget writes one): a missing ledger or row is an error.
+    pub fn committed(run: &Path, generation: u64) -> Result<Vec<Request>> {
+        let path = run.join(LEDGER);
+        let rows = if path.exists() {
+            let conn = Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|source| Error::Ledger {
+                path: path.clone(),
+                source,
+            })?;
+            Ledger {
+                conn,
+                path: path.clone(),
+            }
+            .list(generation)?
+        } else {
+            Vec::new()
+        };
+        let generations: Vec<u64> = rows.iter().map(|r| r.generation).collect();
+        if generations != (1..=generation).collect::<Vec<_>>() {
+            return Err(Error::Chain {
+                run: run.to_path_buf(),
+                detail: format!(
+                    "{} records {generation} committed request(s), but {} holds {} matching row(s){}",
+                    super::layout::MANIFEST,
+                    LEDGER,
+                    rows.len(),
+                    if path.exists() {
+                        ""
+                    } else {
+                        " (the file is missing)"
+                    }
+                ),
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Opens (creating if needed) the ledger of a run folder, for its writer.
     pub fn open(run: &Path) -> Result<Ledger> {
         let path = run.join(LEDGER);
         let e = |source| Error::Ledger {
@@ -99,7 +169,7 @@ impl Ledger {
     pub fn append(&mut self, r: &Request) -> Result<()> {
         let body = serde_json::to_string(r)
             .map_err(|e| crate::error::invalid("ledger row", e.to_string()))?;
-        crate::chain::atomic::hit("ledger:before-append")?;
+        crate::store::atomic::hit("ledger:before-append")?;
         let tx = self.conn.transaction().map_err(|e| Error::Ledger {
             path: self.path.clone(),
             source: e,
@@ -121,7 +191,7 @@ impl Ledger {
             path: self.path.clone(),
             source: e,
         })?;
-        crate::chain::atomic::hit("ledger:after-append")?;
+        crate::store::atomic::hit("ledger:after-append")?;
         Ok(())
     }
 

@@ -1,11 +1,11 @@
-//! Backdoor verification: a "user" whose samples carry a trigger and a target label. If the
-//! model still maps triggered inputs to the target after forgetting the user, it has not
-//! forgotten them.
+//! Poisoned data: a "user" whose samples carry a trigger and a target label. If a model still
+//! maps triggered inputs to the target after forgetting the user, it has not forgotten them
+//! (the backdoor experiment in `experiments::backdoor`).
 
 use serde::{Deserialize, Serialize};
 
 use crate::data::split::{mix, shuffle};
-use crate::data::{Dataset, Samples};
+use crate::data::{DataOrigin, Dataset, Samples};
 use crate::error::{Result, invalid};
 
 /// A square trigger patch and the label it maps to.
@@ -124,13 +124,18 @@ impl Backdoor {
             t.stamp(data, &mut train.pixels[r * numel..(r + 1) * numel]);
             train.labels[r] = t.target;
         }
-        Dataset::from_parts(
+        let mut poisoned = Dataset::from_parts(
             data.name,
             data.shape,
             data.classes,
             train,
             data.test.clone(),
-        )
+        )?;
+        poisoned.origin = DataOrigin {
+            backdoor: Some(self.clone()),
+            ..data.origin.clone()
+        };
+        Ok(poisoned)
     }
 
     /// Test samples whose true class is not the target, with the trigger stamped (labels keep
@@ -138,11 +143,7 @@ impl Backdoor {
     pub fn triggered_test(&self, data: &Dataset) -> Result<Dataset> {
         let t = self.trigger.checked(data)?;
         let numel = data.shape.numel();
-        let mut s = Samples {
-            ids: Vec::new(),
-            pixels: Vec::new(),
-            labels: Vec::new(),
-        };
+        let mut s = Samples::default();
         for (r, (&id, &l)) in data.test.ids.iter().zip(&data.test.labels).enumerate() {
             if l == t.target {
                 continue;
@@ -153,6 +154,9 @@ impl Backdoor {
             s.pixels.extend(px);
             s.labels.push(l);
         }
-        Dataset::from_parts(data.name, data.shape, data.classes, data.train.clone(), s)
+        let mut triggered =
+            Dataset::from_parts(data.name, data.shape, data.classes, data.train.clone(), s)?;
+        triggered.origin = data.origin.clone();
+        Ok(triggered)
     }
 }

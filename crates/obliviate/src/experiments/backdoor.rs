@@ -1,20 +1,46 @@
 //! `verify backdoor`: train with a backdoored user, forget the user, retrain without them, and
 //! compare attack success and clean accuracy of the three models.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
-use super::backdoor::{Backdoor, Trigger};
-use super::outputs_of;
-use crate::chain::{Chain, DataOrigin, TrainConfig};
+use super::fresh_folder;
+use crate::audit::outputs_of;
+use crate::chain::{Chain, TrainConfig};
+use crate::data::backdoor::{Backdoor, Trigger};
 use crate::data::{Dataset, Split};
 use crate::error::Result;
 use crate::model::ModelKind;
+use crate::optim::OptimConfig;
 use crate::params::ParamSet;
-use crate::train::{Progress, retrain, train_with};
+use crate::train::{Progress, retrain, train};
 use crate::unlearn::{ForgetOptions, ForgetReport, forget};
+
+/// When a backdoor verification passes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Criteria {
+    /// Original attack success needed for the test to mean anything.
+    pub min_original_asr: f64,
+    /// Largest |ASR(unlearned) − ASR(retrained)| that passes.
+    pub asr_tolerance: f64,
+    /// Largest |clean accuracy(unlearned) − clean accuracy(retrained)| that passes.
+    pub accuracy_tolerance: f64,
+}
+
+impl Default for Criteria {
+    /// The documented thresholds: the original model must have learned the backdoor (≥ 90 %
+    /// attack success), and the unlearned model must match the retrained one within 2 pt of
+    /// attack success and 0.3 pt of clean accuracy.
+    fn default() -> Self {
+        Criteria {
+            min_original_asr: 0.9,
+            asr_tolerance: 0.02,
+            accuracy_tolerance: 0.003,
+        }
+    }
+}
 
 /// Settings of a backdoor verification.
 #[derive(Debug, Clone)]
@@ -31,12 +57,26 @@ pub struct BackdoorSettings {
     pub opts: ForgetOptions,
     /// Folder receiving the two runs (`backdoor-run`, `backdoor-retrain`).
     pub work: PathBuf,
-    /// Original attack success needed for the test to mean anything.
-    pub min_original_asr: f64,
-    /// Largest |ASR(unlearned) − ASR(retrained)| that passes.
-    pub asr_tolerance: f64,
-    /// Largest |clean accuracy(unlearned) − clean accuracy(retrained)| that passes.
-    pub accuracy_tolerance: f64,
+    /// Pass thresholds.
+    pub criteria: Criteria,
+}
+
+impl BackdoorSettings {
+    /// The default experiment's training: LeNet-5-sized blocks of the bundled data, Adam with a
+    /// decaying rate and enough epochs for a 1 %-scale user to plant the backdoor.
+    pub fn default_training() -> TrainConfig {
+        TrainConfig {
+            blocks: 100,
+            epochs_per_block: 4,
+            batch_size: 32,
+            optim: OptimConfig::adam(0.002),
+            seed: 0,
+            lr_final: 0.05,
+        }
+    }
+
+    /// The default user's share of the training set.
+    pub const DEFAULT_FRACTION: f64 = 0.05;
 }
 
 /// Clean accuracy and attack success rate of one model.
@@ -101,15 +141,14 @@ fn scores<B: AutodiffBackend>(
     })
 }
 
-/// Runs the whole verification on `data` (already cut to `limit`, if any).
+/// Runs the whole verification on `data`.
 pub fn verify_backdoor<B: AutodiffBackend>(
     data: &Dataset,
-    limit: Option<(usize, usize)>,
     s: &BackdoorSettings,
     device: &B::Device,
     progress: &mut dyn Progress,
 ) -> Result<BackdoorReport> {
-    Ok(verify_backdoor_models::<B>(data, limit, s, device, progress)?.0)
+    Ok(verify_backdoor_models::<B>(data, s, device, progress)?.0)
 }
 
 /// The served parameters of the three models a verification compares, for further audits
@@ -127,7 +166,6 @@ pub struct BackdoorModels {
 /// [`verify_backdoor`], also returning the three models.
 pub fn verify_backdoor_models<B: AutodiffBackend>(
     data: &Dataset,
-    limit: Option<(usize, usize)>,
     s: &BackdoorSettings,
     device: &B::Device,
     progress: &mut dyn Progress,
@@ -139,14 +177,11 @@ pub fn verify_backdoor_models<B: AutodiffBackend>(
     let run = s.work.join("backdoor-run");
     let gold = s.work.join("backdoor-retrain");
     for p in [&run, &gold] {
-        remove_run(p)?;
+        fresh_folder(p)?;
     }
-    let origin = DataOrigin {
-        limit,
-        backdoor: Some(bd.clone()),
-    };
-    train_with::<B>(&run, &poisoned, s.kind, s.cfg, &origin, device, progress)?;
-    let original_theta = Chain::open(&run)?.served()?;
+    train::<B>(&run, &poisoned, s.kind, s.cfg, device, progress)?;
+    let mut chain = Chain::open_mut(&run)?;
+    let original_theta = chain.served()?;
     let original = scores::<B>(
         s.kind,
         &original_theta,
@@ -155,8 +190,9 @@ pub fn verify_backdoor_models<B: AutodiffBackend>(
         trigger.target,
         device,
     )?;
-    let f = forget::<B>(&run, &poisoned, &bd.ids, &s.opts, device, progress)?;
-    let unlearned_theta = Chain::open(&run)?.served()?;
+    let f = forget::<B>(&mut chain, &poisoned, &bd.ids, &s.opts, device, progress)?;
+    let unlearned_theta = chain.served()?;
+    drop(chain);
     let unlearned = scores::<B>(
         s.kind,
         &unlearned_theta,
@@ -177,29 +213,30 @@ pub fn verify_backdoor_models<B: AutodiffBackend>(
     )?;
     let asr_gap = (unlearned.attack_success_rate - retrained.attack_success_rate).abs();
     let acc_gap = (unlearned.clean_accuracy - retrained.clean_accuracy).abs();
+    let c = &s.criteria;
     let checks = [
         (
-            original.attack_success_rate >= s.min_original_asr,
+            original.attack_success_rate >= c.min_original_asr,
             format!(
                 "original attack success {:.2} % ≥ {:.2} % (the backdoor was learned)",
                 100.0 * original.attack_success_rate,
-                100.0 * s.min_original_asr
+                100.0 * c.min_original_asr
             ),
         ),
         (
-            asr_gap <= s.asr_tolerance,
+            asr_gap <= c.asr_tolerance,
             format!(
                 "|ASR unlearned − ASR retrained| = {:.2} pt ≤ {:.2} pt",
                 100.0 * asr_gap,
-                100.0 * s.asr_tolerance
+                100.0 * c.asr_tolerance
             ),
         ),
         (
-            acc_gap <= s.accuracy_tolerance,
+            acc_gap <= c.accuracy_tolerance,
             format!(
                 "|clean accuracy unlearned − retrained| = {:.2} pt ≤ {:.2} pt",
                 100.0 * acc_gap,
-                100.0 * s.accuracy_tolerance
+                100.0 * c.accuracy_tolerance
             ),
         ),
     ];
@@ -225,14 +262,4 @@ pub fn verify_backdoor_models<B: AutodiffBackend>(
         retrained: retrained_theta,
     };
     Ok((report, models))
-}
-
-fn remove_run(p: &Path) -> Result<()> {
-    if p.join(crate::chain::MANIFEST).exists() || p.join(".lock").exists() {
-        std::fs::remove_dir_all(p).map_err(|source| crate::Error::Io {
-            path: p.to_path_buf(),
-            source,
-        })?;
-    }
-    Ok(())
 }

@@ -117,7 +117,7 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let tmp = temporary(path);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).at(&tmp)?;
         hit(&format!("write:data:{name}")).map_err(|e| match e {
@@ -141,6 +141,33 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     sync_dir(dir)?;
     hit(&format!("write:after:{name}"))?;
     Ok(())
+}
+
+/// The temporary sibling [`write_file`] uses for `path`.
+pub fn temporary(path: &Path) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Moves a file another writer produced at `tmp` (a sibling of `path`) into place durably:
+/// fsync, rename over `path`, fsync the folder. On failure the temporary is removed.
+pub fn persist(tmp: &Path, path: &Path) -> Result<()> {
+    let done = std::fs::File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .at(tmp)
+        .and_then(|()| std::fs::rename(tmp, path).at(path));
+    if done.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    done?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    sync_dir(dir)
 }
 
 /// fsyncs a directory so a rename in it is durable.

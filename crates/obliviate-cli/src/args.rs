@@ -1,0 +1,334 @@
+//! Flags shared by several commands, each resolved once into the library's typed values.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::builder::PossibleValue;
+use clap::{Args, ValueEnum};
+use obliviate::baselines::sisa::Aggregate;
+use obliviate::chain::TrainConfig;
+use obliviate::data::{Dataset, DatasetName};
+use obliviate::model::ModelKind;
+use obliviate::optim::{OptimConfig, OptimizerKind};
+use obliviate::unlearn::{ForgetOptions, StopRule};
+
+/// A clap value for a library enum that lists its values in `ALL` and spells them with
+/// `name()`: `--help` shows the values and parsing yields the library's type.
+macro_rules! value_enum {
+    ($(#[$doc:meta])* $arg:ident => $lib:ty) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct $arg(pub $lib);
+
+        impl ValueEnum for $arg {
+            fn value_variants<'a>() -> &'a [Self] {
+                const N: usize = <$lib>::ALL.len();
+                static ALL: [$arg; N] = {
+                    let mut out = [$arg(<$lib>::ALL[0]); N];
+                    let mut i = 0;
+                    while i < N {
+                        out[i] = $arg(<$lib>::ALL[i]);
+                        i += 1;
+                    }
+                    out
+                };
+                &ALL
+            }
+            fn to_possible_value(&self) -> Option<PossibleValue> {
+                Some(PossibleValue::new(self.0.name()))
+            }
+        }
+    };
+}
+
+value_enum!(
+    /// A dataset name.
+    DatasetArg => DatasetName
+);
+value_enum!(
+    /// A model architecture.
+    ModelArg => ModelKind
+);
+value_enum!(
+    /// An update rule.
+    OptimizerArg => OptimizerKind
+);
+value_enum!(
+    /// How SISA combines its constituents.
+    AggregateArg => Aggregate
+);
+
+/// The compute device (and so the backend).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Device {
+    /// CPU, burn's pure-Rust flex backend.
+    Cpu,
+    /// NVIDIA GPU, burn's CUDA backend (build with `--features cuda`).
+    Cuda,
+}
+
+/// Where the dataset files are, which device to use, and how to print: every command's flags.
+#[derive(Args, Clone, Debug)]
+pub struct Env {
+    /// Folder holding the canonical dataset files (or <DIR>/<dataset>/); not needed for mnist-mini.
+    #[arg(long, env = "OBLIVIATE_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "cpu", global = true)]
+    pub device: Device,
+    /// Print one JSON object on stdout instead of text and progress bars.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// Which data to train on.
+#[derive(Args, Clone, Debug)]
+pub struct DataArgs {
+    /// Dataset [default: mnist-mini].
+    #[arg(long)]
+    pub dataset: Option<DatasetArg>,
+    /// Use only the first N training samples (ids keep their meaning).
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Use only the first N test samples.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+}
+
+impl DataArgs {
+    /// The (train, test) prefix asked for (`usize::MAX` = all), if any; zero is refused.
+    pub fn limit(&self) -> Result<Option<(usize, usize)>> {
+        if self.train_limit == Some(0) || self.test_limit == Some(0) {
+            bail!("--train-limit and --test-limit must be at least 1");
+        }
+        Ok(match (self.train_limit, self.test_limit) {
+            (None, None) => None,
+            (tr, te) => Some((tr.unwrap_or(usize::MAX), te.unwrap_or(usize::MAX))),
+        })
+    }
+
+    /// The dataset asked for (mnist-mini when unset).
+    pub fn name(&self) -> DatasetName {
+        self.dataset.map_or(DatasetName::MnistMini, |d| d.0)
+    }
+
+    /// Loads the dataset, cut to the limits; the result records the cut (its origin).
+    pub fn load(&self, env: &Env) -> Result<Dataset> {
+        let limit = self.limit()?;
+        Ok(obliviate::experiments::load_dataset(
+            self.name(),
+            limit,
+            env.data_dir.as_deref(),
+        )?)
+    }
+}
+
+/// Hyper-parameters of block-wise training; unset flags take the command's defaults
+/// (for `train`: 100 blocks, 2 epochs, batch 32, SGD lr 0.05 momentum 0.9, constant rate).
+#[derive(Args, Clone, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Model [default: lenet5].
+    #[arg(long)]
+    pub model: Option<ModelArg>,
+    /// Number of blocks B.
+    #[arg(long)]
+    pub blocks: Option<usize>,
+    /// Epochs E on each block.
+    #[arg(long)]
+    pub epochs_per_block: Option<usize>,
+    /// Minibatch size.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Update rule.
+    #[arg(long)]
+    pub optimizer: Option<OptimizerArg>,
+    /// Learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// SGD momentum.
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Learning rate of the last block as a fraction of --lr (inverse-time decay over blocks; 1 = constant).
+    #[arg(long)]
+    pub lr_final: Option<f64>,
+    /// L2 weight decay.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Seed of the split, the initial weights and the minibatch order.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// The training defaults of `train` and the benchmarks.
+pub fn default_training() -> TrainConfig {
+    TrainConfig {
+        blocks: 100,
+        epochs_per_block: 2,
+        batch_size: 32,
+        optim: OptimConfig::sgd(0.05, 0.9),
+        seed: 0,
+        lr_final: 1.0,
+    }
+}
+
+impl TrainArgs {
+    /// True when any training flag was given.
+    pub fn is_set(&self) -> bool {
+        let d = &self.data;
+        d.dataset.is_some()
+            || d.train_limit.is_some()
+            || d.test_limit.is_some()
+            || self.model.is_some()
+            || self.blocks.is_some()
+            || self.epochs_per_block.is_some()
+            || self.batch_size.is_some()
+            || self.optimizer.is_some()
+            || self.lr.is_some()
+            || self.momentum.is_some()
+            || self.lr_final.is_some()
+            || self.weight_decay.is_some()
+            || self.seed.is_some()
+    }
+
+    /// The model asked for, or `default`.
+    pub fn model(&self, default: ModelKind) -> ModelKind {
+        self.model.map_or(default, |m| m.0)
+    }
+
+    /// The configuration: `base` with every given flag applied, validated.
+    pub fn config(&self, base: TrainConfig) -> Result<TrainConfig> {
+        let kind = self.optimizer.map_or(base.optim.kind, |o| o.0);
+        let lr = self.lr.unwrap_or(base.optim.lr);
+        let mut optim = match kind {
+            OptimizerKind::Sgd => {
+                OptimConfig::sgd(lr, self.momentum.unwrap_or(base.optim.momentum))
+            }
+            OptimizerKind::Adam => OptimConfig::adam(lr),
+        };
+        optim.weight_decay = self.weight_decay.unwrap_or(base.optim.weight_decay);
+        let cfg = TrainConfig {
+            blocks: self.blocks.unwrap_or(base.blocks),
+            epochs_per_block: self.epochs_per_block.unwrap_or(base.epochs_per_block),
+            batch_size: self.batch_size.unwrap_or(base.batch_size),
+            optim,
+            seed: self.seed.unwrap_or(base.seed),
+            lr_final: self.lr_final.unwrap_or(base.lr_final),
+        };
+        cfg.validate().context("invalid training flags")?;
+        Ok(cfg)
+    }
+}
+
+/// Which ids to forget.
+#[derive(Args, Clone, Debug)]
+#[group(required = true, multiple = false)]
+pub struct IdArgs {
+    /// Comma-separated sample ids.
+    #[arg(long, value_delimiter = ',')]
+    pub ids: Option<Vec<u64>>,
+    /// File with one id per line (# starts a comment), or a JSON array of ids.
+    #[arg(long)]
+    pub ids_file: Option<PathBuf>,
+}
+
+/// Largest `--ids-file` read (a file of ids a hundred times the largest dataset's).
+const MAX_IDS_FILE: u64 = 256 << 20;
+
+impl IdArgs {
+    /// The ids of `--ids` or `--ids-file`.
+    pub fn read(&self) -> Result<Vec<u64>> {
+        if let Some(ids) = &self.ids {
+            return Ok(ids.clone());
+        }
+        let Some(path) = &self.ids_file else {
+            bail!("give --ids or --ids-file")
+        };
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(
+                std::fs::File::open(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+                MAX_IDS_FILE + 1,
+            ),
+            &mut text,
+        )
+        .with_context(|| format!("{}: not UTF-8 text", path.display()))?;
+        if text.len() as u64 > MAX_IDS_FILE {
+            bail!(
+                "{}: larger than {} MiB; not an id list",
+                path.display(),
+                MAX_IDS_FILE >> 20
+            );
+        }
+        let t = text.trim();
+        if t.starts_with('[') {
+            return serde_json::from_str(t).with_context(|| {
+                format!(
+                    "{}: not a JSON array of non-negative integers",
+                    path.display()
+                )
+            });
+        }
+        t.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .map(|(i, l)| {
+                l.trim().parse::<u64>().with_context(|| {
+                    format!(
+                        "{}:{}: {:?} is not a sample id",
+                        path.display(),
+                        i + 1,
+                        l.trim()
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// The stop rule's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StopKind {
+    /// Fit a power law to the residuals; stop when its slope is below --epsilon.
+    Fit,
+    /// Stop when r_k / r_d is below --rho.
+    Relative,
+}
+
+/// When to stop retraining.
+#[derive(Args, Clone, Debug)]
+pub struct StopArgs {
+    /// Stop rule.
+    #[arg(long, value_enum, default_value = "fit")]
+    pub stop: StopKind,
+    /// Slope threshold of the fit rule (per parameter; 0 = never stop early).
+    #[arg(long, default_value_t = 1e-5)]
+    pub epsilon: f64,
+    /// Ratio threshold of the relative rule.
+    #[arg(long, default_value_t = 0.05)]
+    pub rho: f64,
+    /// Fewest residuals (blocks retrained) before the rule may stop.
+    #[arg(long, default_value_t = ForgetOptions::default().min_points)]
+    pub min_points: usize,
+}
+
+impl StopArgs {
+    /// The library's options.
+    pub fn options(&self, skip_missing: bool) -> Result<ForgetOptions> {
+        let rule = match self.stop {
+            StopKind::Fit => StopRule::Fit {
+                epsilon: self.epsilon,
+            },
+            StopKind::Relative => StopRule::Relative { rho: self.rho },
+        };
+        let opts = ForgetOptions {
+            stop: rule,
+            min_points: self.min_points,
+            skip_missing,
+        };
+        opts.validate().context("invalid stop flags")?;
+        Ok(opts)
+    }
+}

@@ -1,0 +1,64 @@
+//! `bench train`: renders `experiments::throughput`.
+
+use anyhow::Result;
+use clap::Args;
+use obliviate::experiments::throughput::{ThroughputRow, run as run_bench};
+use obliviate::model::ModelKind;
+use serde::Serialize;
+
+use crate::args::{Env, ModelArg};
+use crate::backend::on_backend;
+use crate::output::{emit, say};
+
+#[derive(Args, Debug)]
+pub struct Train {
+    /// Models to measure.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "mlp,mlp-small,lenet5,cnn,resnet18"
+    )]
+    models: Vec<ModelArg>,
+    /// Interleaved rounds (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Python with PyTorch installed.
+    #[arg(long, default_value = "python3")]
+    python: String,
+}
+
+#[derive(Serialize)]
+struct Out<'a> {
+    rounds: usize,
+    rows: &'a [ThroughputRow],
+}
+
+pub fn run(a: &Train, env: &Env) -> Result<()> {
+    let models: Vec<ModelKind> = a.models.iter().map(|m| m.0).collect();
+    let rows = on_backend!(env, B, device => run_bench::<B>(&models, a.rounds, &a.python, &device, &mut say(env))?);
+    emit(
+        env,
+        &Out {
+            rounds: a.rounds,
+            rows: &rows,
+        },
+        || {
+            println!(
+                "| model | batch | steps | obliviate samples/s | PyTorch samples/s | ratio (median of {} rounds) |",
+                a.rounds
+            );
+            println!("|---|---|---|---|---|---|");
+            for r in &rows {
+                println!(
+                    "| {} | {} | {} | {:.0} | {:.0} | {:.2} |",
+                    r.model,
+                    r.workload.batch,
+                    r.workload.steps,
+                    r.obliviate_samples_per_s,
+                    r.pytorch_samples_per_s,
+                    r.ratio
+                );
+            }
+        },
+    )
+}

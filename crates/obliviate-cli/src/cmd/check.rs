@@ -1,0 +1,56 @@
+//! `obliviate check`: every file's hash, the fold against the served model, and the ledger.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use obliviate::chain::Chain;
+use obliviate::chain::ledger::Ledger;
+use serde::Serialize;
+
+use crate::args::Env;
+use crate::output::emit;
+
+/// Check every chain file's SHA-256, that θ_0 + Σδ_i equals the served model, and that the
+/// ledger holds one intact row per committed request.
+#[derive(Args, Debug)]
+pub struct Check {
+    /// Run folder.
+    run: PathBuf,
+}
+
+#[derive(Serialize)]
+struct CheckReport {
+    ok: bool,
+    files: usize,
+    requests: usize,
+    complete: bool,
+}
+
+pub fn run(a: &Check, env: &Env) -> Result<()> {
+    let chain = Chain::open(&a.run)?;
+    chain.verify()?;
+    let m = chain.manifest();
+    let requests = Ledger::committed(&a.run, m.generation)?.len();
+    let r = CheckReport {
+        ok: true,
+        files: m.files().len(),
+        requests,
+        complete: m.is_complete(),
+    };
+    emit(env, &r, || {
+        if r.complete {
+            println!(
+                "ok: {} files verified; θ_0 + Σδ_i equals the served model; {requests} request(s) in the ledger",
+                r.files
+            );
+        } else {
+            println!(
+                "ok so far: {} files verified; training is unfinished ({} of {} blocks), so there is no served model to compare",
+                r.files,
+                m.completed(),
+                m.blocks.len()
+            );
+        }
+    })
+}

@@ -1,0 +1,133 @@
+//! `obliviate forget`: one deletion request, committed atomically.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use obliviate::chain::Chain;
+use obliviate::report::plot::{Format, ResidualSeries, residuals};
+
+use crate::args::{Env, IdArgs, StopArgs};
+use crate::backend::on_backend;
+use crate::output::{Bars, emit};
+
+/// Forget training samples: retrain from the first affected block until residual memory decays.
+#[derive(Args, Debug)]
+pub struct Forget {
+    /// Run folder.
+    run: PathBuf,
+    #[command(flatten)]
+    ids: IdArgs,
+    #[command(flatten)]
+    stop: StopArgs,
+    /// Ignore unknown or already forgotten ids instead of failing.
+    #[arg(long)]
+    skip_missing: bool,
+    /// Write a residual-memory plot (.png or .svg) to this new file, outside the run folder.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+/// Refuses a plot path before anything is forgotten: it must name a new .png or .svg file in
+/// an existing folder that is not the run's.
+fn check_plot_path(plot: &Path, run: &Path) -> Result<()> {
+    Format::of(plot)?;
+    if plot.exists() {
+        bail!(
+            "--plot {}: the file exists; choose a new name",
+            plot.display()
+        );
+    }
+    let parent = match plot.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let parent = parent
+        .canonicalize()
+        .with_context(|| format!("--plot {}: its folder does not exist", plot.display()))?;
+    let run = run
+        .canonicalize()
+        .with_context(|| format!("cannot open {}", run.display()))?;
+    if parent.starts_with(&run) {
+        bail!(
+            "--plot {}: inside the run folder {}; write figures elsewhere",
+            plot.display(),
+            run.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn run(a: &Forget, env: &Env) -> Result<()> {
+    let ids = a.ids.read()?;
+    let opts = a.stop.options(a.skip_missing)?;
+    if let Some(p) = &a.plot {
+        check_plot_path(p, &a.run)?;
+    }
+    let mut chain = Chain::open_mut(&a.run)?;
+    let data = chain.load_data(env.data_dir.as_deref())?;
+    let mut bars = Bars::new(env);
+    let r = on_backend!(env, B, device => obliviate::unlearn::forget::<B>(&mut chain, &data, &ids, &opts, &device, &mut bars)?);
+    let blocks = chain.manifest().blocks.len();
+    // The request is committed: from here on, report it whatever else fails.
+    let plotted = match &a.plot {
+        Some(p) => {
+            let scale = chain.served()?.numel() as f64;
+            residuals(p, &ResidualSeries::from_report(&r, scale))
+                .with_context(|| {
+                    format!(
+                        "request {} was committed, but the plot was not written",
+                        r.request
+                    )
+                })
+                .map(|()| Some(p))
+        }
+        None => Ok(None),
+    };
+    emit(env, &r, || {
+        println!(
+            "request {}: forgot {} id(s){}",
+            r.request,
+            r.ids.len(),
+            if r.skipped.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (skipped {} unknown or already forgotten)",
+                    r.skipped.len()
+                )
+            }
+        );
+        println!("  first affected block d   {}", r.first_block);
+        println!("  last affected block L    {}", r.last_block);
+        println!(
+            "  stopped at block s       {} ({} rule)",
+            r.stop_block, r.stop_rule
+        );
+        println!(
+            "  blocks retrained         {} of {blocks}",
+            r.blocks_retrained
+        );
+        if let Some(f) = r.fit {
+            println!(
+                "  fit (per parameter)      y = {:.4e}·x^(-{:.3}) + {:.4e}",
+                f.a, f.h, f.b
+            );
+        }
+        println!(
+            "  residual r_d .. r_s (L1) {:.4e} .. {:.4e}",
+            r.residuals.first().unwrap_or(&0.0),
+            r.residuals.last().unwrap_or(&0.0)
+        );
+        println!("  seconds                  {:.2}", r.seconds);
+        println!(
+            "  test accuracy            {:.2} %",
+            100.0 * r.test_accuracy
+        );
+        println!("  model sha256             {}", r.model_sha256);
+        if let Ok(Some(p)) = &plotted {
+            println!("  plot                     {}", p.display());
+        }
+    })?;
+    plotted.map(|_| ())
+}

@@ -1,0 +1,60 @@
+//! `obliviate train`: block-wise training into a new run folder, or `--resume`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use obliviate::chain::Chain;
+use obliviate::model::ModelKind;
+
+use crate::args::{Env, TrainArgs, default_training};
+use crate::backend::on_backend;
+use crate::output::{Bars, emit};
+
+/// Train a model block by block, storing every increment (the chain) in --out.
+#[derive(Args, Debug)]
+pub struct Train {
+    #[command(flatten)]
+    args: TrainArgs,
+    /// Run folder to create (absent or empty).
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue an interrupted run in --out from its last committed block, with its recorded settings.
+    #[arg(long)]
+    resume: bool,
+}
+
+pub fn run(a: &Train, env: &Env) -> Result<()> {
+    let mut bars = Bars::new(env);
+    let out = &a.out;
+    let summary = if a.resume {
+        if a.args.is_set() {
+            bail!("--resume continues a run with its recorded settings; give no training flags");
+        }
+        let chain = Chain::open(out).with_context(|| format!("cannot resume {}", out.display()))?;
+        let data = chain.load_data(env.data_dir.as_deref())?;
+        drop(chain);
+        on_backend!(env, B, device => obliviate::train::resume::<B>(out, &data, &device, &mut bars)?)
+    } else {
+        let cfg = a.args.config(default_training())?;
+        let kind = a.args.model(ModelKind::Lenet5);
+        let data = a.args.data.load(env)?;
+        on_backend!(env, B, device => obliviate::train::train::<B>(out, &data, kind, cfg, &device, &mut bars)?)
+    };
+    emit(env, &summary, || {
+        println!(
+            "trained {} blocks in {:.1} s{}",
+            summary.blocks,
+            summary.seconds,
+            if summary.resumed_from > 0 {
+                format!(" (resumed after block {})", summary.resumed_from)
+            } else {
+                String::new()
+            }
+        );
+        println!("test accuracy  {:.2} %", 100.0 * summary.test_accuracy);
+        println!("bytes on disk  {}", summary.bytes_on_disk);
+        println!("model sha256   {}", summary.model_sha256);
+        println!("run            {}", out.display());
+    })
+}

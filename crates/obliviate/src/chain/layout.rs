@@ -1,0 +1,129 @@
+//! The names of a run folder's files: the only place that spells them.
+//!
+//! ```text
+//! RUN/manifest.json                        commit point: written last, atomically
+//! RUN/theta0.safetensors                   θ_0
+//! RUN/opt0.safetensors                     o_0
+//! RUN/blocks/00001.delta.g0.safetensors    δ_1 (generation 0 = initial training)
+//! RUN/blocks/00001.opt.g0.safetensors      o_1
+//! RUN/model.g0.safetensors                 θ_0 + Σδ_i, the served model
+//! RUN/ledger.sqlite                        committed forget requests (see `ledger`)
+//! RUN/.lock                                the writer lock
+//! ```
+
+/// The manifest.
+pub const MANIFEST: &str = "manifest.json";
+/// The request ledger.
+pub const LEDGER: &str = "ledger.sqlite";
+/// Folder of the per-block files.
+pub const BLOCKS: &str = "blocks";
+/// θ_0.
+pub const THETA0: &str = "theta0.safetensors";
+/// o_0.
+pub const OPT0: &str = "opt0.safetensors";
+
+/// δ_block written by generation `generation`.
+pub fn delta(block: usize, generation: u64) -> String {
+    format!("{BLOCKS}/{block:05}.delta.g{generation}.safetensors")
+}
+
+/// o_block written by generation `generation`.
+pub fn opt(block: usize, generation: u64) -> String {
+    format!("{BLOCKS}/{block:05}.opt.g{generation}.safetensors")
+}
+
+/// The served model written by generation `generation`.
+pub fn model(generation: u64) -> String {
+    format!("model.g{generation}.safetensors")
+}
+
+/// A file name the engine writes by generation, parsed back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generated {
+    /// The generation that wrote it.
+    pub generation: u64,
+    /// The block of a δ or o file; `None` for a served model.
+    pub block: Option<usize>,
+}
+
+/// Parses `rel` (relative to the run folder, `/`-separated) if it is exactly a name
+/// [`delta`], [`opt`] or [`model`] produce, or the temporary sibling an atomic write of one
+/// leaves (`.NAME.tmp`). Anything else is not the engine's and is never removed.
+pub fn parse(rel: &str) -> Option<Generated> {
+    let (folder, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+    let name = match name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) {
+        Some(inner) => inner,
+        None => name,
+    };
+    let stem = name.strip_suffix(".safetensors")?;
+    let (head, generation) = stem.rsplit_once(".g")?;
+    let generation = digits(generation)?;
+    match folder {
+        "" => (head == "model").then_some(Generated {
+            generation,
+            block: None,
+        }),
+        BLOCKS => {
+            let (block, kind) = head.split_once('.')?;
+            if block.len() < 5 || !(kind == "delta" || kind == "opt") {
+                return None;
+            }
+            if !block.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let block: usize = block.parse().ok()?;
+            // Only the canonical spelling: `{block:05}`.
+            (format!("{block:05}") == head[..head.len() - kind.len() - 1]).then_some(Generated {
+                generation,
+                block: Some(block),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A decimal number spelled canonically (digits only, no leading zero unless it is "0").
+fn digits(s: &str) -> Option<u64> {
+    if !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok().filter(|n: &u64| n.to_string() == s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_exactly_what_it_names() {
+        for (rel, g) in [
+            (delta(7, 3), Some((3, Some(7)))),
+            (opt(12345, 0), Some((0, Some(12345)))),
+            (opt(123456, 9), Some((9, Some(123456)))),
+            (model(42), Some((42, None))),
+            (".model.g2.safetensors.tmp".into(), Some((2, None))),
+            (
+                "blocks/.00003.opt.g1.safetensors.tmp".into(),
+                Some((1, Some(3))),
+            ),
+        ] {
+            assert_eq!(parse(&rel).map(|p| (p.generation, p.block)), g, "{rel}");
+        }
+        for rel in [
+            "model.g7x.safetensors",
+            "model.g.safetensors",
+            "my-model.g1.safetensors",
+            "blocks/my-weights.safetensors",
+            "blocks/0001.delta.g0.safetensors",
+            "blocks/00001.theta.g0.safetensors",
+            "blocks/00001.delta.g0.safetensors.bak",
+            ".x.safetensors.tmp",
+            "theta0.safetensors",
+            "other/00001.delta.g0.safetensors",
+            "blocks/00001.delta.g+1.safetensors",
+            "model.g01.safetensors",
+        ] {
+            assert_eq!(parse(rel), None, "{rel}");
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! `bench train`: training throughput of obliviate's block trainer against PyTorch on the same
+//! architectures, batch sizes and thread count, interleaved over rounds.
+
+use std::process::Command;
+use std::time::Instant;
+
+use burn::tensor::backend::AutodiffBackend;
+use serde::Serialize;
+
+use super::Say;
+use crate::chain::TrainConfig;
+use crate::data::split::mix;
+use crate::data::{Dataset, DatasetName, Samples};
+use crate::error::{Error, IoContext, Result};
+use crate::model::{InputShape, ModelKind};
+use crate::optim::OptimConfig;
+use crate::train::BlockTrainer;
+
+/// The PyTorch peer: the same models and step, timed the same way.
+pub const TORCH_SCRIPT: &str = include_str!("../../assets/torch_train.py");
+
+/// What each model is timed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Workload {
+    /// The dataset whose shape the synthetic samples take.
+    pub dataset: DatasetName,
+    /// Input shape.
+    pub shape: InputShape,
+    /// Classes.
+    pub classes: usize,
+    /// Minibatch size.
+    pub batch: usize,
+    /// Timed steps.
+    pub steps: usize,
+}
+
+impl Workload {
+    /// The workload of `kind`: its usual dataset's shape, batch size and enough steps for a
+    /// stable rate.
+    pub fn of(kind: ModelKind) -> Workload {
+        let img = |c, s| InputShape {
+            channels: c,
+            height: s,
+            width: s,
+        };
+        let purchase = InputShape {
+            channels: 1,
+            height: 1,
+            width: 600,
+        };
+        let (dataset, shape, classes, batch, steps) = match kind {
+            ModelKind::Mlp => (DatasetName::Purchase, purchase, 100, 128, 60),
+            ModelKind::MlpSmall => (DatasetName::Purchase, purchase, 100, 128, 200),
+            ModelKind::Lenet5 => (DatasetName::Mnist, img(1, 28), 10, 64, 100),
+            ModelKind::Cnn => (DatasetName::Cifar10, img(3, 32), 10, 128, 10),
+            ModelKind::Resnet18 => (DatasetName::Cifar10, img(3, 32), 10, 32, 3),
+        };
+        Workload {
+            dataset,
+            shape,
+            classes,
+            batch,
+            steps,
+        }
+    }
+
+    /// Seeded random samples of this workload's shape (binary features for Purchase).
+    pub fn synthetic(&self) -> Result<Dataset> {
+        let n = self.batch * self.steps;
+        let mut state = 1u64;
+        let mut bytes = |len: usize| -> Vec<u8> {
+            (0..len)
+                .map(|_| {
+                    state = mix(state);
+                    if self.dataset == DatasetName::Purchase {
+                        (state & 1) as u8
+                    } else {
+                        (state >> 56) as u8
+                    }
+                })
+                .collect()
+        };
+        let mk = |n: usize, pixels: Vec<u8>| {
+            Samples::numbered(pixels, (0..n).map(|i| (i % self.classes) as u16).collect())
+        };
+        let train = mk(n, bytes(n * self.shape.numel()));
+        let test = mk(self.classes, bytes(self.classes * self.shape.numel()));
+        Dataset::from_parts(self.dataset, self.shape, self.classes, train, test)
+    }
+}
+
+/// One model's medians over the rounds.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThroughputRow {
+    /// The model.
+    pub model: ModelKind,
+    /// What it was timed on.
+    pub workload: Workload,
+    /// Threads both sides may use.
+    pub threads: usize,
+    /// obliviate's training samples per second (median).
+    pub obliviate_samples_per_s: f64,
+    /// PyTorch's (median).
+    pub pytorch_samples_per_s: f64,
+    /// Median of the per-round ratios.
+    pub ratio: f64,
+    /// PyTorch's version.
+    pub torch: String,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// obliviate's training samples per second on `w` (after a three-batch warm-up).
+pub fn ours<B: AutodiffBackend>(
+    kind: ModelKind,
+    w: &Workload,
+    data: &Dataset,
+    device: &B::Device,
+) -> Result<f64> {
+    let cfg = TrainConfig {
+        blocks: 1,
+        epochs_per_block: 1,
+        batch_size: w.batch,
+        optim: OptimConfig::sgd(0.01, 0.9),
+        seed: 0,
+        lr_final: 1.0,
+    };
+    let ids: Vec<u64> = (0..(w.batch * w.steps) as u64).collect();
+    let (theta, opt) = BlockTrainer::<B>::initial(data, kind, &cfg, device)?;
+    let mut t = BlockTrainer::<B>::new(data, kind, cfg, theta, &opt, 0, device)?;
+    t.run_block(1, &ids[..w.batch * 3])?;
+    let start = Instant::now();
+    t.run_block(1, &ids)?;
+    Ok(ids.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+/// PyTorch's samples per second and version, by running `script` with `python`.
+fn peer(
+    python: &str,
+    script: &std::path::Path,
+    kind: ModelKind,
+    w: &Workload,
+    threads: usize,
+) -> Result<(f64, String)> {
+    let fail = |detail: String| Error::Invalid {
+        what: "PyTorch peer",
+        detail,
+    };
+    let out = Command::new(python)
+        .arg(script)
+        .args([
+            "--model",
+            kind.name(),
+            "--steps",
+            &w.steps.to_string(),
+            "--batch",
+            &w.batch.to_string(),
+            "--threads",
+            &threads.to_string(),
+        ])
+        .output()
+        .map_err(|e| {
+            fail(format!(
+                "cannot run {python} (PyTorch is the benchmark peer: pip install torch): {e}"
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(fail(String::from_utf8_lossy(&out.stderr).into_owned()));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| fail(format!("output is not JSON: {e}")))?;
+    let sps = v["samples_per_s"]
+        .as_f64()
+        .ok_or_else(|| fail(format!("no samples_per_s in {v}")))?;
+    Ok((sps, v["torch"].as_str().unwrap_or("").to_string()))
+}
+
+/// Times every model in `models`, obliviate and PyTorch interleaved, `rounds` times.
+pub fn run<B: AutodiffBackend>(
+    models: &[ModelKind],
+    rounds: usize,
+    python: &str,
+    device: &B::Device,
+    say: &mut Say<'_>,
+) -> Result<Vec<ThroughputRow>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let script = std::env::temp_dir().join(format!("obliviate-torch-{}.py", std::process::id()));
+    std::fs::write(&script, TORCH_SCRIPT).at(&script)?;
+    let result = (|| {
+        let mut rows = Vec::new();
+        for &kind in models {
+            let w = Workload::of(kind);
+            let data = w.synthetic()?;
+            let (mut mine, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            let mut torch = String::new();
+            for round in 0..rounds {
+                let sps = ours::<B>(kind, &w, &data, device)?;
+                let (other, version) = peer(python, &script, kind, &w, threads)?;
+                torch = version;
+                say(&format!(
+                    "round {round}: {kind:<9} obliviate {sps:>9.1} samples/s   PyTorch {other:>9.1} samples/s   ratio {:.2}",
+                    sps / other
+                ));
+                mine.push(sps);
+                theirs.push(other);
+                ratios.push(sps / other);
+            }
+            rows.push(ThroughputRow {
+                model: kind,
+                workload: w,
+                threads,
+                obliviate_samples_per_s: median(mine),
+                pytorch_samples_per_s: median(theirs),
+                ratio: median(ratios),
+                torch,
+            });
+        }
+        Ok(rows)
+    })();
+    let _ = std::fs::remove_file(&script);
+    result
+}

@@ -1,0 +1,136 @@
+//! Protocol facts of the experiments, asserted on a small scale: what must hold whatever the
+//! timings (Retrain is the reference; ε = 0 makes DeepObliviate a retrain).
+
+mod common;
+
+use common::*;
+use obliviate::data::DatasetName;
+use obliviate::experiments::backdoor::Criteria;
+use obliviate::experiments::compare::{Baselines, CompareSettings, Method};
+use obliviate::experiments::unlearn::UnlearnSettings;
+use obliviate::model::ModelKind;
+use obliviate::unlearn::{ForgetOptions, StopReason, StopRule};
+
+/// ε = 0, with the stop rule consulted from the third residual on (never stops early).
+fn exact() -> ForgetOptions {
+    ForgetOptions {
+        stop: StopRule::Fit { epsilon: 0.0 },
+        min_points: 3,
+        skip_missing: false,
+    }
+}
+
+#[test]
+fn compare_protocol_retrain_is_the_reference_and_exact_forgetting_is_a_retrain() {
+    let work = Tmp::new("compare");
+    let s = CompareSettings {
+        datasets: vec![DatasetName::MnistMini],
+        limit: Some((600, 200)),
+        kind: ModelKind::MlpSmall,
+        cfg: tiny_cfg(0),
+        requests: vec![3],
+        seeds: 1,
+        opts: exact(),
+        baselines: Baselines {
+            shards: vec![2],
+            slices: 2,
+            sisa_epochs: None,
+            finetune_steps: 3,
+            neggrad_steps: 3,
+            neggrad_beta: 0.95,
+            repair_steps: 2,
+        },
+        work: work.0.clone(),
+    };
+    let results =
+        obliviate::experiments::compare::run::<B>(&s, None, &Default::default(), &mut |_: &str| {})
+            .unwrap();
+    let rows = &results[0].rows;
+    let methods: Vec<Method> = rows.iter().map(|r| r.method).collect();
+    assert_eq!(
+        methods,
+        [
+            Method::Retrain,
+            Method::DeepObliviate,
+            Method::Sisa(2),
+            Method::Amnesiac,
+            Method::FineTune,
+            Method::NegGradPlus
+        ]
+    );
+    let (retrain, deep) = (&rows[0], &rows[1]);
+    assert_eq!(retrain.gap, 0.0);
+    assert_eq!(retrain.speedup, 1.0);
+    assert!(retrain.model_sha256.is_some());
+    assert_eq!(
+        deep.model_sha256, retrain.model_sha256,
+        "ε = 0 is retraining"
+    );
+    assert_eq!((deep.gap, deep.test_accuracy), (0.0, retrain.test_accuracy));
+    assert_eq!(deep.mia_auc, retrain.mia_auc);
+    assert!(
+        rows[2].model_sha256.is_none(),
+        "an ensemble has no single model"
+    );
+    // The scratch folder is left empty: every run the protocol made is removed.
+    assert_eq!(std::fs::read_dir(&work.0).unwrap().count(), 0);
+}
+
+#[test]
+fn unlearn_protocol_with_exact_forgetting_matches_the_retrained_accuracy() {
+    let work = Tmp::new("unlearn");
+    let s = UnlearnSettings {
+        datasets: vec![DatasetName::MnistMini],
+        limit: Some((600, 200)),
+        kind: ModelKind::MlpSmall,
+        cfg: tiny_cfg(0),
+        requests: vec![1, 4],
+        seeds: 2,
+        sequence: 2,
+        opts: exact(),
+        work: work.0.clone(),
+    };
+    let mut lines = 0;
+    let results =
+        obliviate::experiments::unlearn::run::<B>(&s, None, &Default::default(), &mut |_: &str| {
+            lines += 1
+        })
+        .unwrap();
+    let r = &results[0];
+    assert_eq!(r.rows.len(), 4);
+    assert_eq!(r.sequence.len(), 2);
+    for row in &r.rows {
+        assert_eq!(row.unlearned, row.retrained, "{row:?}");
+        assert_eq!(row.stop_rule, StopReason::End);
+    }
+    assert_eq!(lines, 2 * 3, "a line per trained seed and per request");
+    assert_eq!(std::fs::read_dir(&work.0).unwrap().count(), 0);
+}
+
+#[test]
+fn backdoor_thresholds_are_the_documented_ones() {
+    // ARCHITECTURE.md and the `verify backdoor` help: ≥ 90 % original attack success, and the
+    // unlearned model within 2 pt of attack success and 0.3 pt of clean accuracy of the
+    // retrained one.
+    let c = Criteria::default();
+    assert_eq!(
+        (c.min_original_asr, c.asr_tolerance, c.accuracy_tolerance),
+        (0.9, 0.02, 0.003)
+    );
+}
+
+#[test]
+fn experiments_never_replace_a_folder_they_did_not_make() {
+    let t = Tmp::new("fresh");
+    let user = t.join("mine");
+    std::fs::create_dir_all(&user).unwrap();
+    std::fs::write(user.join("notes.txt"), b"precious").unwrap();
+    let e = obliviate::experiments::fresh_folder(&user).unwrap_err();
+    assert!(e.to_string().contains("neither empty nor a run"), "{e}");
+    assert_eq!(std::fs::read(user.join("notes.txt")).unwrap(), b"precious");
+    // A run the engine made is replaced.
+    let run = t.join("run");
+    train_tiny(&run, &tiny_data(), ModelKind::MlpSmall, tiny_cfg(1));
+    obliviate::experiments::fresh_folder(&run).unwrap();
+    assert!(!run.exists());
+}
