@@ -123,8 +123,8 @@ impl DataArgs {
     }
 }
 
-/// Hyper-parameters of block-wise training; unset flags take the command's defaults
-/// (for `train`: 100 blocks, 2 epochs, batch 32, SGD lr 0.05 momentum 0.9, constant rate).
+/// Hyper-parameters of block-wise training; unset flags take the command's defaults (the
+/// help shows `train`'s; `verify backdoor` states its own).
 #[derive(Args, Clone, Debug)]
 pub struct TrainArgs {
     #[command(flatten)]
@@ -132,31 +132,31 @@ pub struct TrainArgs {
     /// Model [default: lenet5].
     #[arg(long)]
     pub model: Option<ModelArg>,
-    /// Number of blocks B.
+    /// Number of blocks B [train default: 100].
     #[arg(long)]
     pub blocks: Option<usize>,
-    /// Epochs E on each block.
+    /// Epochs E on each block [train default: 2].
     #[arg(long)]
     pub epochs_per_block: Option<usize>,
-    /// Minibatch size.
+    /// Minibatch size [train default: 32].
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Update rule.
+    /// Update rule [train default: sgd].
     #[arg(long)]
     pub optimizer: Option<OptimizerArg>,
-    /// Learning rate.
+    /// Learning rate [train default: 0.05].
     #[arg(long)]
     pub lr: Option<f64>,
-    /// SGD momentum.
+    /// SGD momentum [train default: 0.9].
     #[arg(long)]
     pub momentum: Option<f64>,
-    /// Learning rate of the last block as a fraction of --lr (inverse-time decay over blocks; 1 = constant).
+    /// Learning rate of the last block as a fraction of --lr (inverse-time decay over blocks; 1 = constant) [train default: 1].
     #[arg(long)]
     pub lr_final: Option<f64>,
-    /// L2 weight decay.
+    /// L2 weight decay [default: 0].
     #[arg(long)]
     pub weight_decay: Option<f64>,
-    /// Seed of the split, the initial weights and the minibatch order.
+    /// Seed of the split, the initial weights and the minibatch order [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
 }
@@ -330,5 +330,46 @@ impl StopArgs {
         };
         opts.validate().context("invalid stop flags")?;
         Ok(opts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Probe {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+
+    /// The help texts quote `train`'s defaults; they must be the ones applied.
+    #[test]
+    fn help_states_the_defaults_that_apply() {
+        let cmd = Probe::command();
+        let help = |id: &str| {
+            cmd.get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_help())
+                .map(|h| h.to_string())
+                .unwrap_or_default()
+        };
+        let d = default_training();
+        for (id, value) in [
+            ("blocks", d.blocks.to_string()),
+            ("epochs_per_block", d.epochs_per_block.to_string()),
+            ("batch_size", d.batch_size.to_string()),
+            ("optimizer", d.optim.kind.name().to_string()),
+            ("lr", d.optim.lr.to_string()),
+            ("momentum", d.optim.momentum.to_string()),
+            ("lr_final", d.lr_final.to_string()),
+            ("weight_decay", d.optim.weight_decay.to_string()),
+            ("seed", d.seed.to_string()),
+        ] {
+            let h = help(id);
+            assert!(h.contains(&format!("default: {value}]")), "{id}: {h}");
+        }
     }
 }

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use obliviate::data::DatasetName;
+use obliviate::experiments::Setup;
 use obliviate::experiments::backdoor::Criteria;
 use obliviate::experiments::compare::{Baselines, CompareSettings, Method};
 use obliviate::experiments::unlearn::UnlearnSettings;
@@ -20,17 +21,25 @@ fn exact() -> ForgetOptions {
     }
 }
 
-#[test]
-fn compare_protocol_retrain_is_the_reference_and_exact_forgetting_is_a_retrain() {
-    let work = Tmp::new("compare");
-    let s = CompareSettings {
+/// MLP-small on the first 600/200 bundled samples, exact forgetting, `seeds` seeds.
+fn setup(work: &Tmp, seeds: usize) -> Setup {
+    Setup {
         datasets: vec![DatasetName::MnistMini],
         limit: Some((600, 200)),
         kind: ModelKind::MlpSmall,
         cfg: tiny_cfg(0),
-        requests: vec![3],
-        seeds: 1,
+        seeds,
         opts: exact(),
+        work: work.0.clone(),
+    }
+}
+
+#[test]
+fn compare_protocol_retrain_is_the_reference_and_exact_forgetting_is_a_retrain() {
+    let work = Tmp::new("compare");
+    let s = CompareSettings {
+        setup: setup(&work, 1),
+        requests: vec![3],
         baselines: Baselines {
             shards: vec![2],
             slices: 2,
@@ -40,7 +49,6 @@ fn compare_protocol_retrain_is_the_reference_and_exact_forgetting_is_a_retrain()
             neggrad_beta: 0.95,
             repair_steps: 2,
         },
-        work: work.0.clone(),
     };
     let results =
         obliviate::experiments::compare::run::<B>(&s, None, &Default::default(), &mut |_: &str| {})
@@ -80,15 +88,9 @@ fn compare_protocol_retrain_is_the_reference_and_exact_forgetting_is_a_retrain()
 fn unlearn_protocol_with_exact_forgetting_matches_the_retrained_accuracy() {
     let work = Tmp::new("unlearn");
     let s = UnlearnSettings {
-        datasets: vec![DatasetName::MnistMini],
-        limit: Some((600, 200)),
-        kind: ModelKind::MlpSmall,
-        cfg: tiny_cfg(0),
+        setup: setup(&work, 2),
         requests: vec![1, 4],
-        seeds: 2,
         sequence: 2,
-        opts: exact(),
-        work: work.0.clone(),
     };
     let mut lines = 0;
     let results =

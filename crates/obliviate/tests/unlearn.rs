@@ -55,6 +55,7 @@ fn forget_with_zero_epsilon_equals_retraining_bit_for_bit() {
         &run.0,
         &gold.0,
         &data,
+        None,
         &Default::default(),
         &mut NoProgress,
     )

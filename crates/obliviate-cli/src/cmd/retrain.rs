@@ -27,14 +27,7 @@ pub fn run(a: &Retrain, env: &Env) -> Result<()> {
     let data = Chain::open(&a.run)?.load_data(env.data_dir.as_deref())?;
     let mut bars = Bars::new(env);
     let (run, out) = (&a.run, &a.out);
-    let s = match a.seed {
-        None => {
-            on_backend!(env, B, device => obliviate::train::retrain::<B>(run, out, &data, &device, &mut bars)?)
-        }
-        Some(seed) => {
-            on_backend!(env, B, device => obliviate::train::retrain_with_seed::<B>(run, out, &data, seed, &device, &mut bars)?)
-        }
-    };
+    let s = on_backend!(env, B, device => obliviate::train::retrain::<B>(run, out, &data, a.seed, &device, &mut bars)?);
     emit(env, &s, || {
         println!(
             "retrained {} blocks from scratch in {:.1} s",

@@ -79,16 +79,9 @@ impl DatasetName {
                 )
             })
     }
-    /// Sub-folder conventionally holding this dataset under a data directory.
+    /// Sub-folder conventionally holding this dataset under a data directory (its name).
     pub fn folder(self) -> &'static str {
-        match self {
-            DatasetName::MnistMini => "mnist-mini",
-            DatasetName::Mnist => "mnist",
-            DatasetName::FashionMnist => "fashion-mnist",
-            DatasetName::Cifar10 => "cifar10",
-            DatasetName::Svhn => "svhn",
-            DatasetName::Purchase => "purchase",
-        }
+        self.name()
     }
 }
 

@@ -1,23 +1,21 @@
 //! `bench audit`: backdoor verification, membership inference and distances to the retrained
 //! model, per dataset over seeds.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
 use super::backdoor::{BackdoorSettings, Criteria, verify_backdoor_models};
-use super::{Say, fresh_folder, load_dataset};
+use super::{Say, Setup, fresh_folder, load_dataset};
 use crate::audit::mia::mia;
 use crate::audit::outputs_of;
-use crate::chain::{Chain, TrainConfig};
+use crate::chain::Chain;
 use crate::data::backdoor::Trigger;
 use crate::data::{DatasetName, Split};
 use crate::error::Result;
-use crate::model::ModelKind;
 use crate::params::ParamSet;
-use crate::train::{NoProgress, retrain_with_seed};
-use crate::unlearn::ForgetOptions;
+use crate::train::{NoProgress, retrain};
 
 /// Seed offset of the second retrain that gives the noise floor.
 pub const FLOOR_SEED: u64 = 1000;
@@ -28,24 +26,12 @@ pub const PATCH: (usize, u16) = (4, 0);
 /// Settings of `bench audit`.
 #[derive(Debug, Clone)]
 pub struct AuditSettings {
-    /// Datasets.
-    pub datasets: Vec<DatasetName>,
-    /// Only the first (train, test) samples of each dataset.
-    pub limit: Option<(usize, usize)>,
-    /// Model.
-    pub kind: ModelKind,
-    /// Training; the seed is replaced by 0..seeds.
-    pub cfg: TrainConfig,
-    /// Number of seeds.
-    pub seeds: usize,
+    /// Datasets, model, training, seeds, forgetting, scratch folder.
+    pub setup: Setup,
     /// The backdoored user's share of the training set.
     pub fraction: f64,
-    /// How to forget.
-    pub opts: ForgetOptions,
     /// Pass thresholds of the backdoor verification.
     pub criteria: Criteria,
-    /// Scratch folder.
-    pub work: PathBuf,
 }
 
 /// Membership inference against one model.
@@ -105,26 +91,27 @@ pub struct AuditResult {
 
 /// Runs the audits.
 pub fn run<B: AutodiffBackend>(
-    s: &AuditSettings,
+    settings: &AuditSettings,
     data_dir: Option<&Path>,
     device: &B::Device,
     say: &mut Say<'_>,
 ) -> Result<Vec<AuditResult>> {
+    let s = &settings.setup;
     let mut all = Vec::new();
     for &name in &s.datasets {
         let data = load_dataset(name, s.limit, data_dir)?;
         let mut runs = Vec::new();
         for seed in 0..s.seeds as u64 {
-            let cfg = TrainConfig { seed, ..s.cfg };
+            let cfg = s.cfg_for(seed);
             let work = s.work.join(format!("audit-{name}-s{seed}"));
             let settings = BackdoorSettings {
                 kind: s.kind,
                 cfg,
-                fraction: s.fraction,
+                fraction: settings.fraction,
                 trigger: Trigger::bottom_right(&data, PATCH.0, PATCH.1)?,
                 opts: s.opts,
                 work: work.clone(),
-                criteria: s.criteria,
+                criteria: settings.criteria,
             };
             let (r, models) =
                 verify_backdoor_models::<B>(&data, &settings, device, &mut NoProgress)?;
@@ -134,11 +121,11 @@ pub fn run<B: AutodiffBackend>(
             chain.check_dataset(&poisoned)?;
             let floor_dir = work.join("backdoor-floor");
             fresh_folder(&floor_dir)?;
-            retrain_with_seed::<B>(
+            retrain::<B>(
                 &run,
                 &floor_dir,
                 &poisoned,
-                seed + FLOOR_SEED,
+                Some(seed + FLOOR_SEED),
                 device,
                 &mut NoProgress,
             )?;

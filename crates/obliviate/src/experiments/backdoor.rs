@@ -201,7 +201,7 @@ pub fn verify_backdoor_models<B: AutodiffBackend>(
         trigger.target,
         device,
     )?;
-    let g = retrain::<B>(&run, &gold, &poisoned, device, progress)?;
+    let g = retrain::<B>(&run, &gold, &poisoned, None, device, progress)?;
     let retrained_theta = Chain::open(&gold)?.served()?;
     let retrained = scores::<B>(
         s.kind,

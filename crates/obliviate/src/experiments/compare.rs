@@ -1,13 +1,13 @@
 //! `bench compare`: DeepObliviate against retraining, SISA, Amnesiac, fine-tuning and NegGrad+
 //! on the same data, model, hardware and requests.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
-use super::{Say, fresh_folder, load_dataset, pick_ids};
+use super::{Say, Setup, fresh_folder, load_dataset, pick_ids};
 use crate::audit::outputs::prediction_seconds;
 use crate::audit::stats::auc;
 use crate::audit::{Outputs, outputs_of};
@@ -21,7 +21,7 @@ use crate::optim::OptimConfig;
 use crate::params::{FileMeta, ParamSet, encode};
 use crate::store::sha256;
 use crate::train::{NoProgress, retrain, train};
-use crate::unlearn::{ForgetOptions, forget};
+use crate::unlearn::forget;
 
 /// How the rival methods are run: the budgets and rules of the comparison.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,24 +92,12 @@ impl Baselines {
 /// Settings of `bench compare`.
 #[derive(Debug, Clone)]
 pub struct CompareSettings {
-    /// Datasets.
-    pub datasets: Vec<DatasetName>,
-    /// Only the first (train, test) samples of each dataset.
-    pub limit: Option<(usize, usize)>,
-    /// Model.
-    pub kind: ModelKind,
-    /// DeepObliviate's (and Retrain's) training; the seed is replaced by 0..seeds.
-    pub cfg: TrainConfig,
+    /// Datasets, model, DeepObliviate's (and Retrain's) training, seeds, forgetting, scratch.
+    pub setup: Setup,
     /// Ids per request.
     pub requests: Vec<usize>,
-    /// Number of seeds.
-    pub seeds: usize,
-    /// How DeepObliviate forgets.
-    pub opts: ForgetOptions,
     /// How the rivals run.
     pub baselines: Baselines,
-    /// Scratch folder.
-    pub work: PathBuf,
 }
 
 /// The compared methods (serialised as their display names: `SISA S=5`).
@@ -274,18 +262,18 @@ fn model_file(theta: &ParamSet) -> Result<(u64, String)> {
 
 /// Runs the comparison.
 pub fn run<B: AutodiffBackend>(
-    s: &CompareSettings,
+    settings: &CompareSettings,
     data_dir: Option<&Path>,
     device: &B::Device,
     say: &mut Say<'_>,
 ) -> Result<Vec<CompareResult>> {
-    let b = &s.baselines;
+    let (s, b) = (&settings.setup, &settings.baselines);
     let mut all = Vec::new();
     for &name in &s.datasets {
         let data = load_dataset(name, s.limit, data_dir)?;
         let mut rows = Vec::new();
         for seed in 0..s.seeds as u64 {
-            let cfg = TrainConfig { seed, ..s.cfg };
+            let cfg = s.cfg_for(seed);
             let w = s.work.join(format!("compare-{name}-s{seed}"));
             fresh_folder(&w)?;
             // Training of every method that needs preparation.
@@ -339,7 +327,7 @@ pub fn run<B: AutodiffBackend>(
                     .join(", ")
             ));
             let single_latency = probe.latency(std::slice::from_ref(&original))?;
-            for &n in &s.requests {
+            for &n in &settings.requests {
                 let ids = pick_ids(&data, n, seed);
                 let e = Eval::<B> {
                     forget_rows: ids.iter().filter_map(|&id| data.train.row(id)).collect(),
@@ -372,7 +360,7 @@ pub fn run<B: AutodiffBackend>(
                 let do_bytes = chain.bytes_on_disk();
                 drop(chain);
                 let gold = w.join(format!("retrain-n{n}"));
-                let g = retrain::<B>(&run, &gold, &data, device, &mut NoProgress)?;
+                let g = retrain::<B>(&run, &gold, &data, None, device, &mut NoProgress)?;
                 let retrained = Chain::open(&gold)?.served()?;
                 push(
                     Method::Retrain,

@@ -110,7 +110,7 @@ pub fn run<B: AutodiffBackend>(
     let m = chain.into_manifest();
     say("3/3 retraining from scratch without the forgotten ids (the gold standard)");
     let t = Instant::now();
-    let retrained = retrain::<B>(&run, &gold, &data, device, progress)?;
+    let retrained = retrain::<B>(&run, &gold, &data, None, device, progress)?;
     let retrain_seconds = t.elapsed().as_secs_f64();
     let n = reports.len().max(1) as f64;
     let forget_seconds = reports.iter().map(|r| r.seconds).sum::<f64>() / n;

@@ -18,6 +18,33 @@ use crate::data::split::mix;
 use crate::data::{Dataset, DatasetName};
 use crate::error::{Error, IoContext, Result};
 
+/// What every data experiment is run on: datasets, model, training, seeds, forgetting and a
+/// scratch folder.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// Datasets, each loaded whole or cut to `limit`.
+    pub datasets: Vec<DatasetName>,
+    /// Only the first (train, test) samples of each dataset.
+    pub limit: Option<(usize, usize)>,
+    /// Model.
+    pub kind: crate::model::ModelKind,
+    /// Training; its seed is replaced by 0..seeds.
+    pub cfg: crate::chain::TrainConfig,
+    /// Number of seeds.
+    pub seeds: usize,
+    /// How DeepObliviate forgets.
+    pub opts: crate::unlearn::ForgetOptions,
+    /// Scratch folder for the runs (each experiment removes what it made).
+    pub work: std::path::PathBuf,
+}
+
+impl Setup {
+    /// The training of seed `seed`.
+    pub fn cfg_for(&self, seed: u64) -> crate::chain::TrainConfig {
+        crate::chain::TrainConfig { seed, ..self.cfg }
+    }
+}
+
 /// Receives one human-readable line per finished step of an experiment.
 pub type Say<'a> = dyn FnMut(&str) + 'a;
 

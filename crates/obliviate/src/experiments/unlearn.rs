@@ -1,40 +1,27 @@
 //! `bench unlearn`: DeepObliviate against retraining from scratch, for requests of several
 //! sizes over several seeds, plus successive single-id requests (drift).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
-use super::{Say, fresh_folder, load_dataset, pick_ids};
-use crate::chain::{Chain, TrainConfig};
+use super::{Say, Setup, fresh_folder, load_dataset, pick_ids};
+use crate::chain::Chain;
 use crate::data::DatasetName;
 use crate::error::Result;
-use crate::model::ModelKind;
 use crate::train::{NoProgress, retrain, train};
-use crate::unlearn::{ForgetOptions, StopReason, forget};
+use crate::unlearn::{StopReason, forget};
 
 /// Settings of `bench unlearn`.
 #[derive(Debug, Clone)]
 pub struct UnlearnSettings {
-    /// Datasets, each loaded whole or cut to `limit`.
-    pub datasets: Vec<DatasetName>,
-    /// Only the first (train, test) samples of each dataset.
-    pub limit: Option<(usize, usize)>,
-    /// Model.
-    pub kind: ModelKind,
-    /// Training; the seed is replaced by 0..seeds.
-    pub cfg: TrainConfig,
+    /// Datasets, model, training, seeds, forgetting, scratch folder.
+    pub setup: Setup,
     /// Ids per request.
     pub requests: Vec<usize>,
-    /// Number of seeds.
-    pub seeds: usize,
     /// Successive single-id requests on seed 0 (0 = none).
     pub sequence: usize,
-    /// How to forget.
-    pub opts: ForgetOptions,
-    /// Scratch folder.
-    pub work: PathBuf,
 }
 
 /// One request against one seed's run.
@@ -90,11 +77,12 @@ pub struct UnlearnResult {
 
 /// Runs the benchmark.
 pub fn run<B: AutodiffBackend>(
-    s: &UnlearnSettings,
+    settings: &UnlearnSettings,
     data_dir: Option<&Path>,
     device: &B::Device,
     say: &mut Say<'_>,
 ) -> Result<Vec<UnlearnResult>> {
+    let s = &settings.setup;
     std::fs::create_dir_all(&s.work).map_err(|e| crate::Error::Io {
         path: s.work.clone(),
         source: e,
@@ -105,7 +93,7 @@ pub fn run<B: AutodiffBackend>(
         let mut rows = Vec::new();
         let mut sequence = Vec::new();
         for seed in 0..s.seeds as u64 {
-            let cfg = TrainConfig { seed, ..s.cfg };
+            let cfg = s.cfg_for(seed);
             let base = s.work.join(format!("{name}-s{seed}-base"));
             fresh_folder(&base)?;
             let trained = train::<B>(&base, &data, s.kind, cfg, device, &mut NoProgress)?;
@@ -115,7 +103,7 @@ pub fn run<B: AutodiffBackend>(
                 100.0 * trained.test_accuracy
             ));
             let base_chain = Chain::open(&base)?;
-            for &n in &s.requests {
+            for &n in &settings.requests {
                 let run = s.work.join(format!("{name}-s{seed}-n{n}"));
                 let gold = s.work.join(format!("{name}-s{seed}-n{n}-retrain"));
                 fresh_folder(&run)?;
@@ -124,7 +112,7 @@ pub fn run<B: AutodiffBackend>(
                 let ids = pick_ids(&data, n, seed);
                 let r = forget::<B>(&mut chain, &data, &ids, &s.opts, device, &mut NoProgress)?;
                 drop(chain);
-                let g = retrain::<B>(&run, &gold, &data, device, &mut NoProgress)?;
+                let g = retrain::<B>(&run, &gold, &data, None, device, &mut NoProgress)?;
                 let retrain_s = g.train_seconds();
                 say(&format!(
                     "  {n:>4} id(s): blocks {}..={} ({} retrained), forget {:.2} s, retrain {:.1} s, speedup {:.1}×, acc unlearned {:.2} % retrained {:.2} %",
@@ -153,11 +141,11 @@ pub fn run<B: AutodiffBackend>(
                 fresh_folder(&gold)?;
                 fresh_folder(&run)?;
             }
-            if seed == 0 && s.sequence > 0 {
+            if seed == 0 && settings.sequence > 0 {
                 let run = s.work.join(format!("{name}-sequence"));
                 fresh_folder(&run)?;
                 let mut chain = base_chain.copy_to(&run)?;
-                for id in pick_ids(&data, s.sequence, 99) {
+                for id in pick_ids(&data, settings.sequence, 99) {
                     let r =
                         forget::<B>(&mut chain, &data, &[id], &s.opts, device, &mut NoProgress)?;
                     sequence.push(SequenceStep {

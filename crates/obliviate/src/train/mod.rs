@@ -16,7 +16,7 @@ use burn::tensor::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
 
 pub use progress::{NoProgress, Progress};
-pub use run::{TrainSummary, block_split, resume, retrain, retrain_with_seed, train};
+pub use run::{TrainSummary, block_split, resume, retrain, train};
 
 use crate::chain::TrainConfig;
 use crate::data::split::epoch_order;

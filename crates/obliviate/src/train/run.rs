@@ -109,46 +109,29 @@ pub fn resume<B: AutodiffBackend>(
     continue_training::<B>(&mut chain, data, device, progress, start)
 }
 
-/// Trains a fresh chain in `out` from the same θ_0 seed, split and order as `run`, without any
-/// of the ids `run` has forgotten: the gold standard that unlearning is compared with.
+/// Trains a fresh chain in `out` without any of the ids `run` has forgotten: the gold
+/// standard unlearning is compared with. With `seed` `None` it uses `run`'s θ_0 seed, split
+/// and order (forgetting with ε = 0 equals it bit for bit); with another seed, a new split,
+/// initial weights and order: two such retrains give the noise floor that
+/// unlearned-vs-retrained distances are judged against.
 pub fn retrain<B: AutodiffBackend>(
     run: &Path,
     out: &Path,
     data: &Dataset,
+    seed: Option<u64>,
     device: &B::Device,
     progress: &mut dyn Progress,
 ) -> Result<TrainSummary> {
     let src = Chain::open(run)?;
     src.check_dataset(data)?;
     let m = src.manifest();
-    let blocks = m.blocks.iter().map(|b| b.ids.clone()).collect();
-    create_and_train::<B>(
-        out,
-        data,
-        m.model,
-        m.config,
-        blocks,
-        m.deleted.clone(),
-        device,
-        progress,
-    )
-}
-
-/// Like [`retrain`], but with another seed (new split, initial weights and order): two such
-/// retrains give the noise floor that unlearned-vs-retrained distances are judged against.
-pub fn retrain_with_seed<B: AutodiffBackend>(
-    run: &Path,
-    out: &Path,
-    data: &Dataset,
-    seed: u64,
-    device: &B::Device,
-    progress: &mut dyn Progress,
-) -> Result<TrainSummary> {
-    let src = Chain::open(run)?;
-    src.check_dataset(data)?;
-    let m = src.manifest();
-    let cfg = TrainConfig { seed, ..m.config };
-    let blocks = block_split(data, &cfg, &m.deleted)?;
+    let (cfg, blocks) = match seed {
+        None => (m.config, m.blocks.iter().map(|b| b.ids.clone()).collect()),
+        Some(seed) => {
+            let cfg = TrainConfig { seed, ..m.config };
+            (cfg, block_split(data, &cfg, &m.deleted)?)
+        }
+    };
     create_and_train::<B>(
         out,
         data,

@@ -30,17 +30,10 @@ struct Out<'a> {
 }
 
 pub fn run(a: &Audit, env: &Env) -> Result<()> {
-    let c = a.bench.resolve()?;
     let s = AuditSettings {
-        datasets: c.datasets,
-        limit: c.limit,
-        kind: c.kind,
-        cfg: c.cfg,
-        seeds: a.bench.seeds,
+        setup: a.bench.setup(&a.stop)?,
         fraction: a.fraction,
-        opts: a.stop.options(false)?,
         criteria: Criteria::default(),
-        work: a.bench.work.clone(),
     };
     let data_dir = env.data_dir.as_deref();
     let results =
@@ -50,7 +43,8 @@ pub fn run(a: &Audit, env: &Env) -> Result<()> {
     emit(env, &Out { datasets: &results }, || println!("{md}"))
 }
 
-fn table(s: &AuditSettings, res: &AuditResult) -> String {
+fn table(settings: &AuditSettings, res: &AuditResult) -> String {
+    let s = &settings.setup;
     let runs = &res.runs;
     let col = |f: &dyn Fn(&AuditRun) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
     let passes = runs.iter().filter(|r| r.pass).count();
@@ -65,7 +59,7 @@ fn table(s: &AuditSettings, res: &AuditResult) -> String {
         cfg.optim.kind.name(),
         cfg.optim.lr,
         cfg.lr_final,
-        100.0 * s.fraction,
+        100.0 * settings.fraction,
         runs.first().map_or(0, |r| r.user_samples),
         PATCH.0,
         PATCH.0,

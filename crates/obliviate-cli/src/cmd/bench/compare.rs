@@ -52,15 +52,9 @@ struct Out<'a> {
 }
 
 pub fn run(a: &Compare, env: &Env) -> Result<()> {
-    let c = a.bench.resolve()?;
     let s = CompareSettings {
-        datasets: c.datasets,
-        limit: c.limit,
-        kind: c.kind,
-        cfg: c.cfg,
+        setup: a.bench.setup(&a.stop)?,
         requests: a.requests.clone(),
-        seeds: a.bench.seeds,
-        opts: a.stop.options(false)?,
         baselines: Baselines {
             shards: a.shards.clone(),
             slices: a.slices,
@@ -70,7 +64,6 @@ pub fn run(a: &Compare, env: &Env) -> Result<()> {
             neggrad_beta: a.neggrad_beta,
             repair_steps: a.repair_steps,
         },
-        work: a.bench.work.clone(),
     };
     let data_dir = env.data_dir.as_deref();
     let results =
@@ -95,7 +88,8 @@ pub fn run(a: &Compare, env: &Env) -> Result<()> {
     emit(env, &Out { datasets: &results }, || println!("{md}"))
 }
 
-fn table(s: &CompareSettings, res: &CompareResult) -> String {
+fn table(settings: &CompareSettings, res: &CompareResult) -> String {
+    let s = &settings.setup;
     let mut methods: Vec<Method> = Vec::new();
     for r in &res.rows {
         if !methods.contains(&r.method) {
@@ -107,7 +101,7 @@ fn table(s: &CompareSettings, res: &CompareResult) -> String {
         Some((tr, te)) => format!("first {tr} training / {te} test samples"),
         None => "full dataset".into(),
     };
-    let (b, cfg) = (&s.baselines, &s.cfg);
+    let (b, cfg) = (&settings.baselines, &s.cfg);
     let mut md = format!(
         "\n**{}** ({limit}), `{}`; DeepObliviate B = {}, E = {}, batch {}, {} lr {} → ×{}, stop {:?} min-points {}; SISA R = {} slices, {} epoch(s) per slice step, constant lr; Amnesiac repair {} steps; Fine-tune {} steps; NegGrad+ {} steps, β = {}; {} seed(s). Mean ± std over seeds.\n",
         res.dataset,
@@ -128,7 +122,7 @@ fn table(s: &CompareSettings, res: &CompareResult) -> String {
         b.neggrad_beta,
         s.seeds
     );
-    for &n in &s.requests {
+    for &n in &settings.requests {
         md.push_str(&format!("\n{n} id(s) per request:\n\n| method | test acc % | forget-set acc % | \\|gap\\| to retrained pt | MIA AUC | unlearning s | speedup vs retrain × | predict ms / 1,000 | bytes on disk |\n|---|---|---|---|---|---|---|---|---|\n"));
         for m in &methods {
             let sel: Vec<&CompareRow> = res

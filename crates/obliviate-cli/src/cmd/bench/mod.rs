@@ -11,10 +11,9 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use obliviate::chain::TrainConfig;
-use obliviate::data::DatasetName;
-use obliviate::experiments::mean_std;
+use obliviate::experiments::{Setup, mean_std};
 
-use crate::args::{DatasetArg, Env, TrainArgs, default_training};
+use crate::args::{DatasetArg, Env, StopArgs, TrainArgs, default_training};
 
 /// Benchmarks whose figures go into docs/BENCHMARKS.md.
 #[derive(Subcommand, Debug)]
@@ -59,24 +58,20 @@ pub struct BenchArgs {
     write: Option<PathBuf>,
 }
 
-/// The resolved common settings.
-struct Common {
-    datasets: Vec<DatasetName>,
-    limit: Option<(usize, usize)>,
-    kind: obliviate::model::ModelKind,
-    cfg: TrainConfig,
-}
-
 impl BenchArgs {
-    fn resolve(&self) -> Result<Common> {
+    /// The experiment's setup: these flags with the stop flags.
+    fn setup(&self, stop: &StopArgs) -> Result<Setup> {
         if self.train.data.dataset.is_some() {
             bail!("benchmarks take --datasets (a list), not --dataset");
         }
-        Ok(Common {
+        Ok(Setup {
             datasets: self.datasets.iter().map(|d| d.0).collect(),
             limit: self.train.data.limit()?,
             kind: self.train.model(obliviate::model::ModelKind::Lenet5),
             cfg: self.train.config(default_training())?,
+            seeds: self.seeds,
+            opts: stop.options(false)?,
+            work: self.work.clone(),
         })
     }
 

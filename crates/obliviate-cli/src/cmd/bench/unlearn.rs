@@ -31,17 +31,10 @@ struct Out<'a> {
 }
 
 pub fn run(a: &Unlearn, env: &Env) -> Result<()> {
-    let c = a.bench.resolve()?;
     let s = UnlearnSettings {
-        datasets: c.datasets,
-        limit: c.limit,
-        kind: c.kind,
-        cfg: c.cfg,
+        setup: a.bench.setup(&a.stop)?,
         requests: a.requests.clone(),
-        seeds: a.bench.seeds,
         sequence: a.sequence,
-        opts: a.stop.options(false)?,
-        work: a.bench.work.clone(),
     };
     let data_dir = env.data_dir.as_deref();
     let results =
@@ -51,7 +44,8 @@ pub fn run(a: &Unlearn, env: &Env) -> Result<()> {
     emit(env, &Out { datasets: &results }, || println!("{md}"))
 }
 
-fn render(s: &UnlearnSettings, results: &[UnlearnResult]) -> String {
+fn render(settings: &UnlearnSettings, results: &[UnlearnResult]) -> String {
+    let s = &settings.setup;
     let mut md = String::new();
     for res in results {
         md.push_str(&format!(
@@ -65,7 +59,7 @@ fn render(s: &UnlearnSettings, results: &[UnlearnResult]) -> String {
         ));
         md.push_str("| ids / request | original acc % | retrained acc % | unlearned acc % | \\|unlearned − retrained\\| pt | blocks retrained | forget s | retrain s | speedup × | bytes on disk |\n");
         md.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
-        for &n in &s.requests {
+        for &n in &settings.requests {
             let rows: Vec<_> = res.rows.iter().filter(|r| r.ids == n).collect();
             let col = |f: fn(&obliviate::experiments::unlearn::UnlearnRow) -> f64| {
                 rows.iter().map(|r| f(r)).collect::<Vec<f64>>()
