@@ -1,8 +1,9 @@
 //! How the binary speaks: one JSON object with `--json`, text and progress bars otherwise, and
 //! the benchmark sections it writes into Markdown files.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -11,10 +12,40 @@ use serde::Serialize;
 
 use crate::args::Env;
 
+/// Set once stdout has been closed by its reader (`obliviate info | head -1`).
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes one line to stdout. A reader that closed the pipe has all it wanted: the rest of the
+/// output is dropped and the command ends normally (its work is done, often committed);
+/// other write errors are reported on stderr once.
+pub fn line(args: std::fmt::Arguments<'_>) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{args}").and_then(|()| out.flush()) {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("warning: cannot write to stdout: {e}");
+        }
+    }
+}
+
+/// `println!` that survives a closed stdout (see [`line`]).
+macro_rules! outln {
+    () => {
+        $crate::output::line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::line(format_args!($($arg)*))
+    };
+}
+pub(crate) use outln;
+
 /// Prints `value` as one JSON line (with `--json`) or runs `text`.
 pub fn emit<T: Serialize>(env: &Env, value: &T, text: impl FnOnce()) -> Result<()> {
     if env.json {
-        println!("{}", serde_json::to_string(value)?);
+        outln!("{}", serde_json::to_string(value)?);
     } else {
         text();
     }

@@ -651,3 +651,139 @@ fn verify_backdoor_passes_with_its_defaults_on_the_bundled_data() {
         "{v}"
     );
 }
+
+#[test]
+fn hostile_inputs_are_refused_by_name_without_reading_them_whole() {
+    let t = Tmp::new("hostile");
+    let r = t.0.join("run");
+    // A rate that is finite in f64 but infinite in f32 never trains.
+    let out = run(bin()
+        .args(["train", "--lr", "1e39", "--out"])
+        .arg(t.0.join("nan")));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("learning rate"));
+    assert!(!t.0.join("nan").exists());
+    json(&train(&r, &[]));
+    for bad in ["--epsilon=NaN", "--epsilon=-1", "--epsilon=inf"] {
+        let out = run(bin().arg("forget").arg(&r).args(["--ids", "3", bad]));
+        assert!(!out.status.success(), "{bad:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("epsilon"));
+    }
+    let out = run(bin()
+        .arg("forget")
+        .arg(&r)
+        .args(["--ids-file", "/dev/zero"]));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an id list"));
+    // A chain file replaced by an endless device is refused by its size, before any read.
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.join("manifest.json")).unwrap()).unwrap();
+    let delta = r.join(m["blocks"][3]["delta"]["file"].as_str().unwrap());
+    let saved = std::fs::read(&delta).unwrap();
+    std::fs::remove_file(&delta).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &delta).unwrap();
+    let out = run(bin().arg("check").arg(&r));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a regular file") && err.contains("00004.delta"),
+        "{err}"
+    );
+    // `train --resume` on a finished run says whether it is sound.
+    let out = run(bin().args(["train", "--resume", "--out"]).arg(&r));
+    assert!(!out.status.success());
+    std::fs::remove_file(&delta).unwrap();
+    std::fs::write(&delta, saved).unwrap();
+    json(&run(bin()
+        .args(["train", "--resume", "--json", "--out"])
+        .arg(&r)));
+}
+
+#[test]
+fn a_closed_stdout_ends_the_command_normally() {
+    let t = Tmp::new("pipe");
+    let r = t.0.join("run");
+    json(&train(&r, &[]));
+    for args in [
+        vec!["info", "--ids"],
+        vec!["forget", "--ids", "5", "--json"],
+    ] {
+        let mut child = bin()
+            .arg(args[0])
+            .arg(&r)
+            .args(&args[1..])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The forget above committed: the ledger says so.
+    assert_eq!(
+        json(&run(bin().arg("info").arg(&r).arg("--json")))["requests"],
+        1
+    );
+}
+
+/// Recomputes a manifest's plain checksum after an edit, as any writer can.
+fn reseal_plain(path: &Path, edit: impl Fn(&mut serde_json::Value)) {
+    use sha2::Digest as _;
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    edit(&mut v);
+    let mut body = v.clone();
+    let o = body.as_object_mut().unwrap();
+    o.remove("checksum");
+    o.remove("hmac");
+    let sum: String = sha2::Sha256::digest(serde_json::to_vec(&body).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    v["checksum"] = serde_json::Value::String(sum);
+    std::fs::write(path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn a_keyed_seal_catches_what_a_recomputed_checksum_hides() {
+    let t = Tmp::new("keyed");
+    let (key, other) = (t.0.join("seal.key"), t.0.join("other.key"));
+    std::fs::write(&key, b"0123456789abcdef0123456789abcdef").unwrap();
+    std::fs::write(&other, b"fedcba9876543210fedcba9876543210").unwrap();
+    let r = t.0.join("run");
+    let keyed = |k: &Path, args: &[&str]| run(bin().args(args).env("OBLIVIATE_SEAL_KEY_FILE", k));
+    json(&run(bin()
+        .args(TRAIN)
+        .arg("--out")
+        .arg(&r)
+        .arg("--json")
+        .env("OBLIVIATE_SEAL_KEY_FILE", &key)));
+    let rs = r.to_str().unwrap();
+    assert_eq!(
+        json(&keyed(&key, &["check", rs, "--json"]))["keyed_seal"],
+        "verified"
+    );
+    assert_eq!(
+        json(&run(bin().args(["check", rs, "--json"])))["keyed_seal"],
+        "unverified"
+    );
+    let wrong = keyed(&other, &["check", rs]);
+    assert!(!wrong.status.success());
+    // A forger who recomputes the plain checksum passes it, but not the keyed seal.
+    let manifest = r.join("manifest.json");
+    reseal_plain(&manifest, |v| v["test_accuracy"] = serde_json::json!(0.999));
+    json(&run(bin().args(["info", rs, "--json"])));
+    let out = keyed(&key, &["check", rs]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("keyed seal"));
+    reseal_plain(&manifest, |v| {
+        v.as_object_mut().unwrap().remove("hmac");
+    });
+    let out = keyed(&key, &["info", rs]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("carries no keyed seal"));
+}

@@ -9,12 +9,13 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// An operating-system I/O failure on a named path (full disk, permissions, missing file).
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file or folder being read or written.
         path: PathBuf,
-        /// What the OS reported.
-        source: std::io::Error,
+        /// What the OS reported (shown in the message, so not chained as a source: callers
+        /// that print error chains would say it twice).
+        cause: std::io::Error,
     },
     /// A file whose bytes do not follow its format.
     #[error("{path}: corrupt {format} file at byte {offset}: {detail}")]
@@ -76,6 +77,14 @@ pub enum Error {
         /// Where it was looked for.
         detail: String,
     },
+    /// Tensors holding NaN or ±∞, which no model, increment or optimizer state may.
+    #[error("{what}: tensor {tensor} holds NaN or an infinity")]
+    NonFinite {
+        /// The file or result at fault.
+        what: String,
+        /// The first such tensor.
+        tensor: String,
+    },
     /// Sample ids that are not in the training set or were already forgotten.
     #[error("{}", describe_ids(.unknown, .deleted))]
     Ids {
@@ -93,12 +102,12 @@ pub enum Error {
         detail: String,
     },
     /// The SQLite request ledger failed.
-    #[error("ledger {path}: {source}")]
+    #[error("ledger {path}: {cause}")]
     Ledger {
         /// The ledger database.
         path: PathBuf,
-        /// The SQLite error.
-        source: rusqlite::Error,
+        /// The SQLite error (in the message, not chained).
+        cause: rusqlite::Error,
     },
     /// A download failed or delivered the wrong bytes.
     #[error("download {url}: {detail}")]
@@ -159,9 +168,9 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io {
+        self.map_err(|cause| Error::Io {
             path: path.into(),
-            source,
+            cause,
         })
     }
 }

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::path::Path;
 
 use common::Tmp;
-use obliviate::data::fetch::{Digest, Source, fetch_sources, verify_file};
+use obliviate::data::fetch::{Digest, Limits, Source, fetch_sources, verify_file};
 use obliviate::data::mat::{MatData, MatVar, encode_mat};
 use obliviate::data::{Dataset, DatasetName};
 
@@ -320,6 +320,7 @@ fn fetch_verifies_checksums_against_a_loopback_server() {
         &[src("labels.gz", Digest::Sha256(sha256_hex(&good)), vec![])],
         &t.0,
         Some(&url),
+        &Limits::default(),
         &mut progress,
     )
     .unwrap();
@@ -336,6 +337,7 @@ fn fetch_verifies_checksums_against_a_loopback_server() {
         &[src("labels.gz", Digest::Sha256(sha256_hex(&good)), vec![])],
         &t.0,
         Some(&url),
+        &Limits::default(),
         &mut progress,
     )
     .unwrap();
@@ -346,6 +348,7 @@ fn fetch_verifies_checksums_against_a_loopback_server() {
         &[src("images.gz", Digest::Sha256("00".repeat(32)), vec![])],
         &t.0,
         Some(&url),
+        &Limits::default(),
         &mut progress,
     )
     .unwrap_err();
@@ -366,6 +369,7 @@ fn fetch_verifies_checksums_against_a_loopback_server() {
         )],
         &t.0,
         Some(&url),
+        &Limits::default(),
         &mut progress,
     )
     .unwrap();
@@ -380,6 +384,7 @@ fn fetch_verifies_checksums_against_a_loopback_server() {
         &[src("short", Digest::Sha256(sha256_hex(&good)), vec![])],
         &t.0,
         Some(&url),
+        &Limits::default(),
         &mut progress,
     )
     .unwrap_err()
@@ -389,6 +394,7 @@ fn fetch_verifies_checksums_against_a_loopback_server() {
         &[src("nope.gz", Digest::Sha256("00".repeat(32)), vec![])],
         &t.0,
         Some(&url),
+        &Limits::default(),
         &mut progress,
     )
     .unwrap_err()
@@ -420,4 +426,74 @@ mod md5_hex {
             Ok(())
         }
     }
+}
+
+/// A loopback server whose every connection is handed to `answer` after the request is read.
+fn serve_with(answer: fn(&mut std::net::TcpStream)) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                answer(&mut s);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn fetch_gives_up_on_a_silent_server_and_an_endless_body_and_leaves_no_part_file() {
+    let limits = Limits {
+        connect: std::time::Duration::from_secs(5),
+        read: std::time::Duration::from_millis(500),
+        max_bytes: 100_000,
+    };
+    let t = Tmp::new("fetch-limits");
+    let src = |file: &str| Source {
+        file: file.into(),
+        url: String::new(),
+        digest: Digest::Sha256("00".repeat(32)),
+        unpack: vec![],
+    };
+    let silent = serve_with(|_| std::thread::sleep(std::time::Duration::from_secs(30)));
+    let started = std::time::Instant::now();
+    let e = fetch_sources(
+        &[src("silent")],
+        &t.0,
+        Some(&silent),
+        &limits,
+        &mut |_, _, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        started.elapsed().as_secs() < 10,
+        "gave up after the read timeout: {e}"
+    );
+    assert!(e.contains("silent"), "{e}");
+    let endless = serve_with(|s| {
+        let _ = write!(s, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+        let chunk = vec![7u8; 8192];
+        while s.write_all(&chunk).is_ok() {}
+    });
+    let e = fetch_sources(
+        &[src("endless")],
+        &t.0,
+        Some(&endless),
+        &limits,
+        &mut |_, _, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("more than the 100000 bytes"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(&t.0)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "nothing is left behind: {left:?}");
 }

@@ -276,8 +276,151 @@ fn a_full_disk_is_reported_by_name_and_loses_nothing() {
             old,
             "a failed write must leave the old chain"
         );
+        // ...and none of the failed request's files: a full disk must not stay full.
+        let c = Chain::open(&run.0).unwrap();
+        assert_eq!(
+            chain_files(&run.0).len(),
+            c.manifest().files().len(),
+            "{nth}"
+        );
     }
     // Once space is back the request goes through.
     forget_in(&run.0, &data, &[3], &quick()).unwrap();
     assert_eq!(state(&run.0).0, old.0 + 1);
+}
+
+#[test]
+fn readers_during_successive_forgets_always_find_the_files_they_opened() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let data = tiny_data();
+    let run = Tmp::new("readers");
+    train_tiny(&run.0, &data, ModelKind::MlpSmall, tiny_cfg(8));
+    let m = Chain::open(&run.0).unwrap().into_manifest();
+    let ids: Vec<u64> = (0..6).map(|k| m.blocks[2 * k].ids[1]).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, dir) = (stop.clone(), run.0.clone());
+            std::thread::spawn(move || {
+                let (mut reads, mut errors) = (0, Vec::new());
+                while !stop.load(Ordering::SeqCst) {
+                    match Chain::open(&dir).and_then(|c| c.verify()) {
+                        Ok(()) => reads += 1,
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                }
+                (reads, errors)
+            })
+        })
+        .collect();
+    for id in ids {
+        forget_in(&run.0, &data, &[id], &quick()).unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    for r in readers {
+        let (reads, errors) = r.join().unwrap();
+        assert!(
+            errors.is_empty(),
+            "{} of {} reads failed: {:?}",
+            errors.len(),
+            reads + errors.len(),
+            errors.first()
+        );
+        assert!(reads > 0);
+    }
+    // What was left while readers read is collected by the next writer.
+    drop(Chain::open_mut(&run.0).unwrap());
+    let c = Chain::open(&run.0).unwrap();
+    assert_eq!(c.manifest().generation, 6);
+    assert_eq!(chain_files(&run.0).len(), c.manifest().files().len());
+}
+
+/// Rewrites block `k`'s increment through `edit` and reseals the manifest to match, as a
+/// writer able to recompute the hashes would.
+fn tamper(run: &std::path::Path, k: usize, edit: impl Fn(&mut f32)) {
+    let mut m = Chain::open(run).unwrap().into_manifest();
+    let r = m.blocks[k].delta.clone().unwrap();
+    let path = run.join(&r.file);
+    let (mut set, meta) = obliviate::params::decode(&std::fs::read(&path).unwrap(), &path).unwrap();
+    edit(&mut set.tensors[0].data[0]);
+    let bytes = obliviate::params::encode(&set, &meta).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    m.blocks[k].delta = Some(obliviate::store::FileRef {
+        sha256: obliviate::store::sha256(&bytes),
+        bytes: bytes.len() as u64,
+        ..r
+    });
+    obliviate::store::sealed::write_sealed(&run.join("manifest.json"), &m).unwrap();
+}
+
+#[test]
+fn a_corrupt_chain_is_refused_not_laundered_into_the_next_model() {
+    let data = tiny_data();
+    let run = Tmp::new("launder");
+    train_tiny(&run.0, &data, ModelKind::MlpSmall, tiny_cfg(12));
+    // A finite change with matching hashes: only the fold against the served model sees it.
+    tamper(&run.0, 9, |x| *x += 0.25);
+    let before = std::fs::read(run.join("manifest.json")).unwrap();
+    let e = forget_in(
+        &run.0,
+        &data,
+        &[Chain::open(&run.0).unwrap().manifest().blocks[2].ids[0]],
+        &quick(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("differs from the served model"), "{e}");
+    assert_eq!(
+        std::fs::read(run.join("manifest.json")).unwrap(),
+        before,
+        "nothing committed"
+    );
+    assert!(Chain::open(&run.0).unwrap().verify().is_err());
+    // A NaN is named wherever it is read.
+    tamper(&run.0, 4, |x| *x = f32::NAN);
+    let e = Chain::open(&run.0)
+        .unwrap()
+        .verify()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("NaN") && e.contains("00005.delta"), "{e}");
+    let e = forget_in(&run.0, &data, &[7], &quick())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("NaN"), "{e}");
+}
+
+#[test]
+fn a_generation_the_ledger_cannot_store_is_refused_before_any_write() {
+    let data = tiny_data();
+    let run = Tmp::new("generation");
+    train_tiny(&run.0, &data, ModelKind::MlpSmall, tiny_cfg(13));
+    for g in [u64::MAX, i64::MAX as u64] {
+        let mut m = Chain::open(&run.0).unwrap().into_manifest();
+        m.generation = g;
+        obliviate::store::sealed::write_sealed(&run.join("manifest.json"), &m).unwrap();
+        let files = chain_files(&run.0);
+        let e = forget_in(&run.0, &data, &[3], &quick())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("generation") && e.contains(&g.to_string()),
+            "{e}"
+        );
+        assert_eq!(chain_files(&run.0), files, "nothing written");
+    }
+}
+
+#[test]
+fn meaningless_thresholds_are_refused() {
+    for stop in [
+        StopRule::Fit { epsilon: f64::NAN },
+        StopRule::Fit { epsilon: -1e-5 },
+        StopRule::Relative { rho: f64::INFINITY },
+    ] {
+        let o = ForgetOptions { stop, ..quick() };
+        assert!(o.validate().is_err(), "{stop:?}");
+    }
+    assert!(exact().validate().is_ok() && quick().validate().is_ok());
 }

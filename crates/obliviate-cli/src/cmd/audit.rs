@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::args::Env;
 use crate::backend::on_backend;
-use crate::output::emit;
+use crate::output::{emit, outln};
 
 /// Audit a deletion: membership inference and distance to the retrained model.
 #[derive(Subcommand, Debug)]
@@ -163,17 +163,20 @@ fn mia_cmd(a: &Mia, env: &Env) -> Result<()> {
             .collect(),
     };
     emit(env, &out, || {
-        println!(
+        outln!(
             "membership inference on {} forgotten samples vs as many test samples",
             ids.len()
         );
-        println!();
-        println!("| model | loss attack AUC | loss attack acc | confidence AUC | confidence acc |");
-        println!("|---|---|---|---|---|");
+        outln!();
+        outln!("| model | loss attack AUC | loss attack acc | confidence AUC | confidence acc |");
+        outln!("|---|---|---|---|---|");
         for (l, r) in &results {
-            println!(
+            outln!(
                 "| {l} | {:.3} | {:.3} | {:.3} | {:.3} |",
-                r.loss.auc, r.loss.accuracy, r.confidence.auc, r.confidence.accuracy
+                r.loss.auc,
+                r.loss.accuracy,
+                r.confidence.auc,
+                r.confidence.accuracy
             );
         }
     })
@@ -217,16 +220,18 @@ fn distance_cmd(a: &Distance, env: &Env) -> Result<()> {
         floor,
     };
     emit(env, &out, || {
-        println!("| pair | weight L2 distance | mean KL(retrained ‖ other) on test |");
-        println!("|---|---|---|");
-        println!(
+        outln!("| pair | weight L2 distance | mean KL(retrained ‖ other) on test |");
+        outln!("|---|---|---|");
+        outln!(
             "| unlearned vs retrained | {:.4} | {:.5} |",
-            out.weight_l2, out.mean_kl
+            out.weight_l2,
+            out.mean_kl
         );
         if let Some(f) = &out.floor {
-            println!(
+            outln!(
                 "| retrained vs retrained, another seed (noise floor) | {:.4} | {:.5} |",
-                f.weight_l2, f.mean_kl
+                f.weight_l2,
+                f.mean_kl
             );
         }
     })

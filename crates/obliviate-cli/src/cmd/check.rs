@@ -6,10 +6,11 @@ use anyhow::Result;
 use clap::Args;
 use obliviate::chain::Chain;
 use obliviate::chain::ledger::Ledger;
+use obliviate::store::sealed::{KEY_FILE_ENV, KeyedSeal};
 use serde::Serialize;
 
 use crate::args::Env;
-use crate::output::emit;
+use crate::output::{emit, outln};
 
 /// Check every chain file's SHA-256, that θ_0 + Σδ_i equals the served model, and that the
 /// ledger holds one intact row per committed request.
@@ -25,6 +26,8 @@ struct CheckReport {
     files: usize,
     requests: usize,
     complete: bool,
+    /// `verified`, `unverified` (sealed with a key that was not given) or `absent`.
+    keyed_seal: KeyedSeal,
 }
 
 pub fn run(a: &Check, env: &Env) -> Result<()> {
@@ -37,20 +40,28 @@ pub fn run(a: &Check, env: &Env) -> Result<()> {
         files: m.files().len(),
         requests,
         complete: m.is_complete(),
+        keyed_seal: chain.keyed_seal(),
     };
     emit(env, &r, || {
         if r.complete {
-            println!(
+            outln!(
                 "ok: {} files verified; θ_0 + Σδ_i equals the served model; {requests} request(s) in the ledger",
                 r.files
             );
         } else {
-            println!(
+            outln!(
                 "ok so far: {} files verified; training is unfinished ({} of {} blocks), so there is no served model to compare",
                 r.files,
                 m.completed(),
                 m.blocks.len()
             );
+        }
+        match r.keyed_seal {
+            KeyedSeal::Verified => outln!("keyed seal verified"),
+            KeyedSeal::Unverified => outln!(
+                "the manifest carries a keyed seal, not verified: set {KEY_FILE_ENV} to its key file"
+            ),
+            KeyedSeal::Absent => {}
         }
     })
 }

@@ -7,7 +7,7 @@ use obliviate::data::fetch::Fetched;
 use serde::Serialize;
 
 use crate::args::{DatasetArg, Env};
-use crate::output::emit;
+use crate::output::{emit, outln};
 
 /// Dataset files.
 #[derive(Subcommand, Debug)]
@@ -75,7 +75,7 @@ pub fn run(d: &Data, env: &Env) -> Result<()> {
     };
     emit(env, &r, || {
         for f in &fetched {
-            println!(
+            outln!(
                 "{}  {}  {} bytes{}",
                 f.sha256,
                 f.path.display(),

@@ -8,7 +8,7 @@ use obliviate::experiments::demo;
 
 use crate::args::Env;
 use crate::backend::on_backend;
-use crate::output::{Bars, emit, say};
+use crate::output::{Bars, emit, outln, say};
 
 /// Train on the bundled MNIST subset, forget random ids, retrain from scratch, compare.
 #[derive(Args, Debug)]
@@ -47,31 +47,32 @@ pub fn run(a: &Demo, env: &Env) -> Result<()> {
     let mut bars = Bars::new(env);
     let r = on_backend!(env, B, device => demo::run::<B>(&dir, a.requests, a.seed, &device, &mut bars, &mut say(env))?);
     emit(env, &r, || {
-        println!();
-        println!("| model | test accuracy | seconds |");
-        println!("|---|---|---|");
-        println!(
+        outln!();
+        outln!("| model | test accuracy | seconds |");
+        outln!("|---|---|---|");
+        outln!(
             "| original (block-wise) | {:.2} % | {:.1} (training) |",
             100.0 * r.original_accuracy,
             r.train_seconds
         );
-        println!(
+        outln!(
             "| unlearned (DeepObliviate, {} request(s)) | {:.2} % | {:.2} per request |",
             r.requests.len(),
             100.0 * r.unlearned_accuracy,
             r.forget_seconds_mean
         );
-        println!(
+        outln!(
             "| retrained from scratch | {:.2} % | {:.1} |",
             100.0 * r.retrained_accuracy,
             r.retrain_seconds
         );
-        println!();
-        println!(
+        outln!();
+        outln!(
             "blocks retrained per request: {:.1} of {}",
-            r.blocks_retrained_mean, r.blocks
+            r.blocks_retrained_mean,
+            r.blocks
         );
-        println!("speedup (retrain ÷ forget):   {:.1}×", r.speedup);
-        println!("unlearned model sha256:       {}", r.model_sha256);
+        outln!("speedup (retrain ÷ forget):   {:.1}×", r.speedup);
+        outln!("unlearned model sha256:       {}", r.model_sha256);
     })
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::args::Env;
 use crate::backend::on_backend;
-use crate::output::emit;
+use crate::output::{emit, outln};
 
 /// Test accuracy of the served model θ_0 + Σδ_i (recomputed from the chain).
 #[derive(Args, Debug)]
@@ -46,7 +46,7 @@ pub fn run(a: &Eval, env: &Env) -> Result<()> {
         model_sha256: m.model_file.as_ref().map(|f| f.sha256.clone()),
     };
     emit(env, &r, || {
-        println!(
+        outln!(
             "test accuracy {:.2} % on {} test samples ({} of {} blocks)",
             100.0 * acc,
             data.test.len(),
@@ -54,7 +54,7 @@ pub fn run(a: &Eval, env: &Env) -> Result<()> {
             m.blocks.len()
         );
         if let Some(h) = &r.model_sha256 {
-            println!("model sha256  {h}");
+            outln!("model sha256  {h}");
         }
     })
 }

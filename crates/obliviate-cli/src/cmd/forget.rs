@@ -9,7 +9,7 @@ use obliviate::report::plot::{Format, ResidualSeries, residuals};
 
 use crate::args::{Env, IdArgs, StopArgs};
 use crate::backend::on_backend;
-use crate::output::{Bars, emit};
+use crate::output::{Bars, emit, outln};
 
 /// Forget training samples: retrain from the first affected block until residual memory decays.
 #[derive(Args, Debug)]
@@ -85,7 +85,7 @@ pub fn run(a: &Forget, env: &Env) -> Result<()> {
         None => Ok(None),
     };
     emit(env, &r, || {
-        println!(
+        outln!(
             "request {}: forgot {} id(s){}",
             r.request,
             r.ids.len(),
@@ -98,35 +98,38 @@ pub fn run(a: &Forget, env: &Env) -> Result<()> {
                 )
             }
         );
-        println!("  first affected block d   {}", r.first_block);
-        println!("  last affected block L    {}", r.last_block);
-        println!(
+        outln!("  first affected block d   {}", r.first_block);
+        outln!("  last affected block L    {}", r.last_block);
+        outln!(
             "  stopped at block s       {} ({} rule)",
-            r.stop_block, r.stop_rule
+            r.stop_block,
+            r.stop_rule
         );
-        println!(
+        outln!(
             "  blocks retrained         {} of {blocks}",
             r.blocks_retrained
         );
         if let Some(f) = r.fit {
-            println!(
+            outln!(
                 "  fit (per parameter)      y = {:.4e}·x^(-{:.3}) + {:.4e}",
-                f.a, f.h, f.b
+                f.a,
+                f.h,
+                f.b
             );
         }
-        println!(
+        outln!(
             "  residual r_d .. r_s (L1) {:.4e} .. {:.4e}",
             r.residuals.first().unwrap_or(&0.0),
             r.residuals.last().unwrap_or(&0.0)
         );
-        println!("  seconds                  {:.2}", r.seconds);
-        println!(
+        outln!("  seconds                  {:.2}", r.seconds);
+        outln!(
             "  test accuracy            {:.2} %",
             100.0 * r.test_accuracy
         );
-        println!("  model sha256             {}", r.model_sha256);
+        outln!("  model sha256             {}", r.model_sha256);
         if let Ok(Some(p)) = &plotted {
-            println!("  plot                     {}", p.display());
+            outln!("  plot                     {}", p.display());
         }
     })?;
     plotted.map(|_| ())

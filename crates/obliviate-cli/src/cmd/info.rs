@@ -9,7 +9,7 @@ use obliviate::chain::{Chain, Manifest};
 use serde::Serialize;
 
 use crate::args::Env;
-use crate::output::emit;
+use crate::output::{emit, outln};
 
 /// Blocks, ids, bytes on disk, hyper-parameters and requests of a run.
 #[derive(Args, Debug)]
@@ -80,8 +80,8 @@ pub fn run(a: &Info, env: &Env) -> Result<()> {
     };
     emit(env, &r, || {
         let c = &m.config;
-        println!("run          {}", a.run.display());
-        println!(
+        outln!("run          {}", a.run.display());
+        outln!(
             "dataset      {} ({} train / {} test, {} classes){}",
             m.dataset.name,
             m.dataset.train_samples,
@@ -92,8 +92,8 @@ pub fn run(a: &Info, env: &Env) -> Result<()> {
                 .map(|(a, b)| format!(", limited to {a}/{b}"))
                 .unwrap_or_default()
         );
-        println!("model        {}   backend {}", m.model, m.backend);
-        println!(
+        outln!("model        {}   backend {}", m.model, m.backend);
+        outln!(
             "blocks       {} trained of {}, {} ids (block sizes {}..{}), {} forgotten in {} request(s)",
             r.blocks_trained,
             r.blocks,
@@ -103,7 +103,7 @@ pub fn run(a: &Info, env: &Env) -> Result<()> {
             r.deleted,
             requests
         );
-        println!(
+        outln!(
             "training     E={} batch={} {} lr={} (×{} by the last block) momentum={} wd={} seed={}",
             c.epochs_per_block,
             c.batch_size,
@@ -114,17 +114,17 @@ pub fn run(a: &Info, env: &Env) -> Result<()> {
             c.optim.weight_decay,
             c.seed
         );
-        println!("bytes        {}", r.bytes_on_disk);
+        outln!("bytes        {}", r.bytes_on_disk);
         if let Some(acc) = m.test_accuracy {
-            println!("accuracy     {:.2} %", 100.0 * acc);
+            outln!("accuracy     {:.2} %", 100.0 * acc);
         }
         if let Some(h) = r.model_sha256 {
-            println!("model sha256 {h}");
+            outln!("model sha256 {h}");
         }
-        println!("train time   {:.1} s", m.train_seconds);
+        outln!("train time   {:.1} s", m.train_seconds);
         if a.ids {
             for b in &m.blocks {
-                println!("block {:>5}: {:?}", b.index, b.ids);
+                outln!("block {:>5}: {:?}", b.index, b.ids);
             }
         }
     })

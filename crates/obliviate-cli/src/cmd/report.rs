@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::args::Env;
 use crate::backend::on_backend;
-use crate::output::emit;
+use crate::output::{emit, outln};
 
 /// Write a Markdown and a standalone HTML report of a run (requests, audits, figures).
 #[derive(Args, Debug)]
@@ -52,6 +52,6 @@ pub fn run(a: &Report, env: &Env) -> Result<()> {
         markdown: a.out.join("report.md"),
     };
     emit(env, &w, || {
-        println!("wrote {} and {}", w.html.display(), w.markdown.display());
+        outln!("wrote {} and {}", w.html.display(), w.markdown.display());
     })
 }

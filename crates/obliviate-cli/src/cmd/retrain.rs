@@ -8,7 +8,7 @@ use obliviate::chain::Chain;
 
 use crate::args::Env;
 use crate::backend::on_backend;
-use crate::output::{Bars, emit};
+use crate::output::{Bars, emit, outln};
 
 /// Retrain from scratch (same seed, split and order) without every forgotten id: the gold standard.
 #[derive(Args, Debug)]
@@ -29,12 +29,13 @@ pub fn run(a: &Retrain, env: &Env) -> Result<()> {
     let (run, out) = (&a.run, &a.out);
     let s = on_backend!(env, B, device => obliviate::train::retrain::<B>(run, out, &data, a.seed, &device, &mut bars)?);
     emit(env, &s, || {
-        println!(
+        outln!(
             "retrained {} blocks from scratch in {:.1} s",
-            s.blocks, s.seconds
+            s.blocks,
+            s.seconds
         );
-        println!("test accuracy  {:.2} %", 100.0 * s.test_accuracy);
-        println!("model sha256   {}", s.model_sha256);
-        println!("run            {}", out.display());
+        outln!("test accuracy  {:.2} %", 100.0 * s.test_accuracy);
+        outln!("model sha256   {}", s.model_sha256);
+        outln!("run            {}", out.display());
     })
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::args::{AggregateArg, Env, IdArgs, TrainArgs, default_training};
 use crate::backend::on_backend;
-use crate::output::{Bars, emit};
+use crate::output::{Bars, emit, outln};
 
 /// The SISA baseline (sharded, sliced ensembles; exact unlearning by shard retraining).
 #[derive(Subcommand, Debug)]
@@ -58,7 +58,7 @@ pub struct Eval {
 }
 
 fn print_report(r: &SisaReport, what: &str) {
-    println!(
+    outln!(
         "{what}: {} shard(s) trained ({} steps) in {:.1} s; majority-vote test accuracy {:.2} %; {} bytes on disk",
         r.shards_trained.len(),
         r.steps,
@@ -136,7 +136,7 @@ fn eval(a: &Eval, env: &Env) -> Result<()> {
         deleted: s.manifest.deleted.len(),
     };
     emit(env, &r, || {
-        println!(
+        outln!(
             "{} shards, {} id(s) forgotten; {} test accuracy {:.2} % ({:.3} s per 1,000 predictions)",
             r.shards,
             r.deleted,
@@ -146,7 +146,7 @@ fn eval(a: &Eval, env: &Env) -> Result<()> {
         );
         let lo = r.constituents.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = r.constituents.iter().copied().fold(0.0, f64::max);
-        println!(
+        outln!(
             "constituent models: {:.2} % … {:.2} %",
             100.0 * lo,
             100.0 * hi

@@ -9,7 +9,7 @@ use obliviate::model::ModelKind;
 
 use crate::args::{Env, TrainArgs, default_training};
 use crate::backend::on_backend;
-use crate::output::{Bars, emit};
+use crate::output::{Bars, emit, outln};
 
 /// Train a model block by block, storing every increment (the chain) in --out.
 #[derive(Args, Debug)]
@@ -42,7 +42,7 @@ pub fn run(a: &Train, env: &Env) -> Result<()> {
         on_backend!(env, B, device => obliviate::train::train::<B>(out, &data, kind, cfg, &device, &mut bars)?)
     };
     emit(env, &summary, || {
-        println!(
+        outln!(
             "trained {} blocks in {:.1} s{}",
             summary.blocks,
             summary.seconds,
@@ -52,9 +52,9 @@ pub fn run(a: &Train, env: &Env) -> Result<()> {
                 String::new()
             }
         );
-        println!("test accuracy  {:.2} %", 100.0 * summary.test_accuracy);
-        println!("bytes on disk  {}", summary.bytes_on_disk);
-        println!("model sha256   {}", summary.model_sha256);
-        println!("run            {}", out.display());
+        outln!("test accuracy  {:.2} %", 100.0 * summary.test_accuracy);
+        outln!("bytes on disk  {}", summary.bytes_on_disk);
+        outln!("model sha256   {}", summary.model_sha256);
+        outln!("run            {}", out.display());
     })
 }

@@ -10,7 +10,7 @@ use obliviate::model::ModelKind;
 
 use crate::args::{Env, StopArgs, TrainArgs};
 use crate::backend::on_backend;
-use crate::output::{Bars, emit};
+use crate::output::{Bars, emit, outln};
 
 /// Prove a deletion: backdoor verification.
 #[derive(Subcommand, Debug)]
@@ -70,7 +70,7 @@ pub fn run(v: &Verify, env: &Env) -> Result<bool> {
     let r =
         on_backend!(env, B, device => verify_backdoor::<B>(&data, &settings, &device, &mut bars)?);
     emit(env, &r, || {
-        println!(
+        outln!(
             "backdoor user: {} samples ({:.1} % of {}), trigger {}×{} at ({}, {}) → class {}",
             r.user_samples,
             100.0 * b.fraction,
@@ -81,22 +81,22 @@ pub fn run(v: &Verify, env: &Env) -> Result<bool> {
             r.trigger.y,
             r.trigger.target
         );
-        println!();
-        println!("| model | clean accuracy | attack success rate |");
-        println!("|---|---|---|");
+        outln!();
+        outln!("| model | clean accuracy | attack success rate |");
+        outln!("|---|---|---|");
         for (label, s) in [
             ("original", r.original),
             ("unlearned", r.unlearned),
             ("retrained", r.retrained),
         ] {
-            println!(
+            outln!(
                 "| {label} | {:.2} % | {:.2} % |",
                 100.0 * s.clean_accuracy,
                 100.0 * s.attack_success_rate
             );
         }
-        println!();
-        println!(
+        outln!();
+        outln!(
             "forget: blocks {}..={} retrained ({} of {}), {:.1} s; retrain {:.1} s",
             r.forget.first_block,
             r.forget.stop_block,
@@ -106,10 +106,10 @@ pub fn run(v: &Verify, env: &Env) -> Result<bool> {
             r.retrain_seconds
         );
         for c in &r.criteria {
-            println!("{c}");
+            outln!("{c}");
         }
-        println!("{}", if r.pass { "PASS" } else { "FAIL" });
-        println!("runs kept in {}", b.work.display());
+        outln!("{}", if r.pass { "PASS" } else { "FAIL" });
+        outln!("runs kept in {}", b.work.display());
     })?;
     Ok(r.pass)
 }

@@ -29,7 +29,7 @@ use crate::model::ModelKind;
 use crate::params::{FileMeta, ParamSet};
 use crate::store::sealed::{read_sealed, write_sealed};
 use crate::store::tensors::{copy_referenced, read_tensors, write_tensors};
-use crate::store::{FileRef, FolderLock};
+use crate::store::{FileRef, FolderLock, ReaderLock, ReadersGone};
 use crate::train::{BlockTrainer, Progress, backend_name};
 
 /// Manifest file of a SISA folder.
@@ -168,6 +168,7 @@ pub struct Sisa {
     /// The committed manifest.
     pub manifest: SisaManifest,
     _lock: Option<FolderLock>,
+    _reading: Option<ReaderLock>,
 }
 
 fn err(dir: &Path, detail: impl Into<String>) -> Error {
@@ -197,8 +198,16 @@ pub struct SisaReport {
 }
 
 impl Sisa {
-    /// Opens a SISA folder for reading, checking the manifest's checksum and structure.
+    /// Opens a SISA folder for reading, checking the manifest's checksum and structure; its
+    /// files stay on disk while the value lives (see [`crate::chain::Chain::open`]).
     pub fn open(dir: &Path) -> Result<Sisa> {
+        let reading = ReaderLock::acquire(dir, MANIFEST)?;
+        let mut s = Sisa::read(dir)?;
+        s._reading = Some(reading);
+        Ok(s)
+    }
+
+    fn read(dir: &Path) -> Result<Sisa> {
         let manifest: SisaManifest = read_sealed(&dir.join(MANIFEST), "SISA manifest JSON")?
             .ok_or_else(|| err(dir, "no sisa.json: not a SISA folder"))?;
         if manifest.format != FORMAT {
@@ -228,12 +237,16 @@ impl Sisa {
             dir: dir.to_path_buf(),
             manifest,
             _lock: None,
+            _reading: None,
         })
     }
 
     fn open_mut(dir: &Path) -> Result<Sisa> {
+        if !dir.join(MANIFEST).is_file() {
+            return Err(err(dir, "no sisa.json: not a SISA folder"));
+        }
         let lock = FolderLock::acquire(dir)?;
-        let mut s = Sisa::open(dir)?;
+        let mut s = Sisa::read(dir)?;
         s._lock = Some(lock);
         s.collect_garbage()?;
         Ok(s)
@@ -266,6 +279,7 @@ impl Sisa {
             dir: dst.to_path_buf(),
             manifest: self.manifest.clone(),
             _lock: Some(lock),
+            _reading: None,
         };
         copy.commit()?;
         Ok(copy)
@@ -273,6 +287,9 @@ impl Sisa {
 
     /// Removes unreferenced checkpoints; only names [`checkpoint_name`] produces are touched.
     fn collect_garbage(&self) -> Result<()> {
+        let Some(_readers_gone) = ReadersGone::try_acquire(&self.dir)? else {
+            return Ok(());
+        };
         let keep: BTreeSet<&str> = self.manifest.files().map(|r| r.file.as_str()).collect();
         let newest = self.manifest.generation.saturating_add(1);
         let Ok(shards) = std::fs::read_dir(self.dir.join("shards")) else {
@@ -445,6 +462,7 @@ pub fn train<B: AutodiffBackend>(
             checksum: String::new(),
         },
         _lock: Some(lock),
+        _reading: None,
     };
     progress.start("sisa shards", shards as u64);
     for s in 0..shards {

@@ -105,9 +105,9 @@ impl Ledger {
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
                     | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
-            .map_err(|source| Error::Ledger {
+            .map_err(|cause| Error::Ledger {
                 path: path.clone(),
-                source,
+                cause,
             })?;
             Ledger {
                 conn,
@@ -140,9 +140,9 @@ impl Ledger {
     /// Opens (creating if needed) the ledger of a run folder, for its writer.
     pub fn open(run: &Path) -> Result<Ledger> {
         let path = run.join(LEDGER);
-        let e = |source| Error::Ledger {
+        let e = |cause| Error::Ledger {
             path: path.clone(),
-            source,
+            cause,
         };
         let conn = Connection::open(&path).map_err(e)?;
         conn.execute_batch(
@@ -158,10 +158,10 @@ impl Ledger {
         Ok(Ledger { conn, path })
     }
 
-    fn err(&self, source: rusqlite::Error) -> Error {
+    fn err(&self, cause: rusqlite::Error) -> Error {
         Error::Ledger {
             path: self.path.clone(),
-            source,
+            cause,
         }
     }
 
@@ -172,7 +172,7 @@ impl Ledger {
         crate::store::atomic::hit("ledger:before-append")?;
         let tx = self.conn.transaction().map_err(|e| Error::Ledger {
             path: self.path.clone(),
-            source: e,
+            cause: e,
         })?;
         tx.execute(
             "INSERT INTO requests (id, generation, body, sha256) VALUES (?1, ?2, ?3, ?4)",
@@ -185,11 +185,11 @@ impl Ledger {
         )
         .map_err(|e| Error::Ledger {
             path: self.path.clone(),
-            source: e,
+            cause: e,
         })?;
         tx.commit().map_err(|e| Error::Ledger {
             path: self.path.clone(),
-            source: e,
+            cause: e,
         })?;
         crate::store::atomic::hit("ledger:after-append")?;
         Ok(())

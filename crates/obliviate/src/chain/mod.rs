@@ -1,9 +1,10 @@
 //! The increment chain on disk: θ_0, o_0, δ_i and o_i per block, the served model, and the
 //! manifest that ties them together.
 //!
-//! The folder's file names live in [`layout`] and nowhere else. Files are never modified in place: a commit writes new files named by its generation, then
-//! the manifest, then removes what the old manifest alone referenced. A reader sees the old
-//! chain or the new one. Every read checks the file's SHA-256 against the manifest.
+//! The folder's file names live in [`layout`] and nowhere else. Files are never modified in
+//! place: a commit writes new files named by its generation, then the manifest, then removes
+//! what the old manifest alone referenced. Every read checks the file's SHA-256 against the
+//! manifest.
 
 pub mod layout;
 pub mod ledger;
@@ -17,16 +18,20 @@ pub use manifest::{BlockFiles, BlockRecord, Manifest, TrainConfig};
 use crate::data::Dataset;
 use crate::error::{Error, IoContext, Result};
 use crate::params::{FileMeta, ParamSet};
-use crate::store::sealed::{read_sealed, write_sealed};
-use crate::store::tensors::{copy_referenced, read_tensors, write_tensors};
-use crate::store::{FileRef, FolderLock};
+use crate::store::sealed::{KeyedSeal, read_sealed_seal, write_sealed};
+use crate::store::tensors::{check_present, copy_referenced, read_tensors, write_tensors};
+use crate::store::{FileRef, FolderLock, ReaderLock, ReadersGone};
 
-/// An opened run folder.
+/// An opened run folder: a writer ([`Chain::open_mut`], [`Chain::create`]) holds the run's
+/// lock; a reader ([`Chain::open`]) holds a shared hold that keeps the writer from collecting
+/// the files of the generation it opened, for as long as the value lives.
 #[derive(Debug)]
 pub struct Chain {
     dir: PathBuf,
     manifest: Manifest,
     _lock: Option<FolderLock>,
+    _reading: Option<ReaderLock>,
+    seal: KeyedSeal,
 }
 
 fn chain_err(dir: &Path, detail: impl Into<String>) -> Error {
@@ -34,6 +39,13 @@ fn chain_err(dir: &Path, detail: impl Into<String>) -> Error {
         run: dir.to_path_buf(),
         detail: detail.into(),
     }
+}
+
+fn not_a_run(dir: &Path) -> Error {
+    chain_err(
+        dir,
+        "no manifest.json: not a run folder, or training never committed a block",
+    )
 }
 
 impl Chain {
@@ -65,21 +77,28 @@ impl Chain {
             dir: dir.to_path_buf(),
             manifest,
             _lock: Some(lock),
+            _reading: None,
+            seal: KeyedSeal::Absent,
         };
         chain.commit()?;
         Ok(chain)
     }
 
     /// Opens a run for reading: parses and checks the manifest (not the chain files; see
-    /// [`Chain::verify`]).
+    /// [`Chain::verify`]). Until the value is dropped, the files of the generation it opened
+    /// stay on disk whatever a writer commits meanwhile.
     pub fn open(dir: &Path) -> Result<Chain> {
-        let manifest: Manifest = read_sealed(&dir.join(layout::MANIFEST), "manifest JSON")?
-            .ok_or_else(|| {
-                chain_err(
-                    dir,
-                    "no manifest.json: not a run folder, or training never committed a block",
-                )
-            })?;
+        let reading = ReaderLock::acquire(dir, layout::MANIFEST)?;
+        let mut c = Chain::read(dir)?;
+        c._reading = Some(reading);
+        Ok(c)
+    }
+
+    /// The run in `dir` as its manifest describes it, without any lock.
+    fn read(dir: &Path) -> Result<Chain> {
+        let (manifest, seal): (Manifest, _) =
+            read_sealed_seal(&dir.join(layout::MANIFEST), "manifest JSON")?
+                .ok_or_else(|| not_a_run(dir))?;
         if manifest.format != manifest::FORMAT {
             return Err(chain_err(
                 dir,
@@ -94,6 +113,8 @@ impl Chain {
             dir: dir.to_path_buf(),
             manifest,
             _lock: None,
+            _reading: None,
+            seal,
         };
         c.check_structure()?;
         Ok(c)
@@ -102,8 +123,11 @@ impl Chain {
     /// Opens a run for changing it: takes the folder's exclusive lock (one writer at a time)
     /// and removes files left by an interrupted commit.
     pub fn open_mut(dir: &Path) -> Result<Chain> {
+        if !dir.join(layout::MANIFEST).is_file() {
+            return Err(not_a_run(dir));
+        }
         let lock = FolderLock::acquire(dir)?;
-        let mut c = Chain::open(dir)?;
+        let mut c = Chain::read(dir)?;
         c._lock = Some(lock);
         c.collect_garbage()?;
         Ok(c)
@@ -156,6 +180,11 @@ impl Chain {
     /// True when this handle holds the run's writer lock ([`Chain::open_mut`], [`Chain::create`]).
     pub fn is_writable(&self) -> bool {
         self._lock.is_some()
+    }
+
+    /// What became of the manifest's keyed seal when it was read (see `store::sealed`).
+    pub fn keyed_seal(&self) -> KeyedSeal {
+        self.seal
     }
 
     /// The run folder.
@@ -244,8 +273,8 @@ impl Chain {
         self.manifest.set_block(block, files);
     }
 
-    /// Records the served model and its test accuracy, and the training time so far, in the
-    /// in-memory manifest (training; see [`Chain::commit`]).
+    /// Records the served model and its test accuracy in the in-memory manifest (training; see
+    /// [`Chain::commit`]).
     pub fn set_model(&mut self, model: FileRef, test_accuracy: f64) {
         self.manifest.model_file = Some(model);
         self.manifest.test_accuracy = Some(test_accuracy);
@@ -279,6 +308,13 @@ impl Chain {
         self.collect_garbage()
     }
 
+    /// Rereads the committed manifest (the truth on disk, whatever a failed commit left in
+    /// memory) and collects the files it does not reference: a failed request's leftovers.
+    pub fn reload_and_collect(&mut self) -> Result<()> {
+        self.manifest = Chain::read(&self.dir)?.manifest;
+        self.collect_garbage()
+    }
+
     /// θ_k = θ_0 + δ_1 + … + δ_k, folded left to right in f32 (the definition of the chain).
     pub fn theta(&self, k: usize) -> Result<ParamSet> {
         let (mut theta, _) = self.read_set(&self.manifest.theta0)?;
@@ -286,10 +322,15 @@ impl Chain {
         Ok(theta)
     }
 
-    /// Adds δ_from ..= δ_to (1-based) to `acc`, in block order. Files are read, hashed and
-    /// decoded in parallel, in batches of bounded size; the additions stay sequential so the
-    /// result is bit-identical to a one-by-one fold.
+    /// Adds δ_from ..= δ_to (1-based) to `acc`, in block order.
     pub fn fold_into(&self, acc: &mut ParamSet, from: usize, to: usize) -> Result<()> {
+        self.fold_into_all(&mut [acc], from, to)
+    }
+
+    /// Adds δ_from ..= δ_to (1-based) to every accumulator, in block order, reading each file
+    /// once. Files are read, hashed and decoded in parallel, in batches of bounded size; the
+    /// additions stay sequential so the result is bit-identical to a one-by-one fold.
+    pub fn fold_into_all(&self, accs: &mut [&mut ParamSet], from: usize, to: usize) -> Result<()> {
         use rayon::prelude::*;
         if from > to {
             return Ok(());
@@ -316,8 +357,11 @@ impl Chain {
                 .map(|r| self.read_set(r).map(|s| s.0))
                 .collect();
             for (r, set) in refs[start..end].iter().zip(sets) {
-                acc.add_assign(&set?)
-                    .map_err(|e| chain_err(&self.dir, format!("{}: {e}", r.file)))?;
+                let set = set?;
+                for acc in accs.iter_mut() {
+                    acc.add_assign(&set)
+                        .map_err(|e| chain_err(&self.dir, format!("{}: {e}", r.file)))?;
+                }
             }
             start = end;
         }
@@ -374,6 +418,15 @@ impl Chain {
         Ok(())
     }
 
+    /// Fails unless every file the manifest references is present with its recorded length:
+    /// what a request will read, checked before it does any work.
+    pub fn check_present(&self) -> Result<()> {
+        self.manifest
+            .files()
+            .into_iter()
+            .try_for_each(|r| check_present(&self.dir, r))
+    }
+
     /// Sum of the sizes of all referenced files, the manifest and the ledger.
     pub fn bytes_on_disk(&self) -> u64 {
         let files: u64 = self.manifest.files().iter().map(|r| r.bytes).sum();
@@ -390,6 +443,8 @@ impl Chain {
             dir: dst.to_path_buf(),
             manifest: self.manifest.clone(),
             _lock: Some(lock),
+            _reading: None,
+            seal: self.seal,
         };
         copy.commit()?;
         Ok(copy)
@@ -398,8 +453,12 @@ impl Chain {
     /// Removes the engine's files no longer referenced by the manifest (left by a commit that
     /// replaced them, or by one interrupted before its manifest was written). Only names that
     /// [`layout::parse`] recognises, of generations this run has produced (up to the next
-    /// one) and blocks it has, are candidates: nothing else in the folder is touched.
+    /// one) and blocks it has, are candidates: nothing else in the folder is touched. While a
+    /// reader holds the run ([`Chain::open`]) nothing is removed: the next writer collects it.
     pub fn collect_garbage(&self) -> Result<()> {
+        let Some(_readers_gone) = ReadersGone::try_acquire(&self.dir)? else {
+            return Ok(());
+        };
         let keep: std::collections::HashSet<&str> = self
             .manifest
             .files()

@@ -8,6 +8,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use md5::Md5;
 use sha1::Sha1;
@@ -203,6 +204,28 @@ enum Hasher {
     Git(Sha1),
 }
 
+/// How long a download may stall and how large it may grow: a server that never answers or
+/// never stops must end in an error, not a hung command or a full disk.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest wait to connect.
+    pub connect: Duration,
+    /// Longest wait for the next bytes of a response.
+    pub read: Duration,
+    /// Largest file accepted (the largest canonical file, SVHN's training set, is 182 MB).
+    pub max_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connect: Duration::from_secs(30),
+            read: Duration::from_secs(60),
+            max_bytes: 2 << 30,
+        }
+    }
+}
+
 /// Downloads every file of `name` into `dir/<folder>/`; `mirror` replaces the canonical host
 /// (files are fetched as `<mirror>/<file>`).
 pub fn fetch(
@@ -211,7 +234,8 @@ pub fn fetch(
     mirror: Option<&str>,
     progress: &mut ProgressFn<'_>,
 ) -> Result<Vec<Fetched>> {
-    fetch_sources(&sources(name), &dir.join(name.folder()), mirror, progress)
+    let dest = dir.join(name.folder());
+    fetch_sources(&sources(name), &dest, mirror, &Limits::default(), progress)
 }
 
 /// Downloads and verifies `sources` into `dest` (see [`fetch`]).
@@ -219,8 +243,13 @@ pub fn fetch_sources(
     sources: &[Source],
     dest: &Path,
     mirror: Option<&str>,
+    limits: &Limits,
     progress: &mut ProgressFn<'_>,
 ) -> Result<Vec<Fetched>> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(limits.connect)
+        .timeout_read(limits.read)
+        .build();
     let dest = dest.to_path_buf();
     std::fs::create_dir_all(&dest).at(&dest)?;
     let mut out = Vec::new();
@@ -233,7 +262,13 @@ pub fn fetch_sources(
         let downloaded = if path.is_file() && verify_file(&path, &src.digest).is_ok() {
             false
         } else {
-            download(&url, &path, src, progress)?;
+            let part = path.with_extension("part");
+            let got = download(&agent, &url, &path, &part, src, limits, progress);
+            if got.is_err() {
+                // No partial file survives a failed download, whatever failed.
+                let _ = std::fs::remove_file(&part);
+            }
+            got?;
             true
         };
         let (sha256, bytes) = sha256_file(&path)?;
@@ -266,17 +301,31 @@ pub fn fetch_sources(
     Ok(out)
 }
 
-fn download(url: &str, path: &Path, src: &Source, progress: &mut ProgressFn<'_>) -> Result<()> {
+fn download(
+    agent: &ureq::Agent,
+    url: &str,
+    path: &Path,
+    part: &Path,
+    src: &Source,
+    limits: &Limits,
+    progress: &mut ProgressFn<'_>,
+) -> Result<()> {
     let derr = |detail: String| Error::Download {
         url: url.to_string(),
         detail,
     };
-    let resp = ureq::get(url).call().map_err(|e| derr(e.to_string()))?;
+    let resp = agent.get(url).call().map_err(|e| derr(e.to_string()))?;
     let total = resp
         .header("Content-Length")
         .and_then(|v| v.parse::<u64>().ok());
-    let part = path.with_extension("part");
-    let mut file = std::fs::File::create(&part).at(&part)?;
+    if let Some(t) = total.filter(|&t| t > limits.max_bytes) {
+        return Err(derr(format!(
+            "announces {t} bytes, more than the {} accepted",
+            limits.max_bytes
+        )));
+    }
+    let cap = total.unwrap_or(limits.max_bytes);
+    let mut file = std::fs::File::create(part).at(part)?;
     let mut reader = resp.into_reader();
     let mut buf = vec![0u8; 1 << 16];
     let mut done = 0u64;
@@ -299,7 +348,17 @@ fn download(url: &str, path: &Path, src: &Source, progress: &mut ProgressFn<'_>)
         if n == 0 {
             break;
         }
-        file.write_all(&buf[..n]).at(&part)?;
+        if done + n as u64 > cap {
+            return Err(derr(format!(
+                "sends more than the {cap} bytes {}",
+                if total.is_some() {
+                    "it announced"
+                } else {
+                    "accepted"
+                }
+            )));
+        }
+        file.write_all(&buf[..n]).at(part)?;
         match &mut h {
             Hasher::Sha256(s) => s.update(&buf[..n]),
             Hasher::Md5(s) => s.update(&buf[..n]),
@@ -309,10 +368,9 @@ fn download(url: &str, path: &Path, src: &Source, progress: &mut ProgressFn<'_>)
         progress(&src.file, done, total);
     }
     if let Some(t) = total.filter(|&t| t != done) {
-        let _ = std::fs::remove_file(&part);
         return Err(derr(format!("connection closed after {done} of {t} bytes")));
     }
-    file.sync_all().at(&part)?;
+    file.sync_all().at(part)?;
     drop(file);
     let actual = match h {
         Hasher::Sha256(s) => hex(&s.finalize()),
@@ -321,7 +379,6 @@ fn download(url: &str, path: &Path, src: &Source, progress: &mut ProgressFn<'_>)
     };
     let (algo, expected) = describe(&src.digest);
     if actual != expected {
-        let _ = std::fs::remove_file(&part);
         return Err(Error::Checksum {
             path: path.to_path_buf(),
             algo,
@@ -329,8 +386,8 @@ fn download(url: &str, path: &Path, src: &Source, progress: &mut ProgressFn<'_>)
             actual,
         });
     }
-    std::fs::rename(&part, path).at(path)?;
-    Ok(())
+    std::fs::rename(part, path).at(path)?;
+    crate::store::atomic::sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 fn describe(d: &Digest) -> (&'static str, &str) {

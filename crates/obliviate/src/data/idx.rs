@@ -16,31 +16,56 @@ pub struct Idx {
     pub data: Vec<u8>,
 }
 
+/// Largest decompressed dataset file accepted (the largest canonical one, Purchase's CSV, is
+/// about 0.3 GB): a small archive that inflates without end is refused, not read into memory.
+const MAX_INFLATED: usize = 1 << 30;
+
+fn is_gzip(raw: &[u8]) -> bool {
+    raw.starts_with(&[0x1f, 0x8b])
+}
+
+/// Inflates at most `max` bytes of gzip data.
+fn gunzip_upto(raw: &[u8], path: &Path, max: usize) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity((raw.len() * 4).min(max));
+    flate2::read::GzDecoder::new(raw)
+        .take(max as u64)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::Format {
+            path: path.to_path_buf(),
+            format: "gzip",
+            offset: out.len() as u64,
+            detail: format!("decompression failed after {} bytes: {e}", out.len()),
+        })?;
+    Ok(out)
+}
+
 /// Reads a whole file, decompressing it when it starts with the gzip magic.
 pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).at(path)?;
     maybe_gunzip(raw, path)
 }
 
+/// `raw` itself, or its decompression when it has the gzip magic (at most [`MAX_INFLATED`]
+/// bytes).
 pub(crate) fn maybe_gunzip(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::Format {
-                path: path.to_path_buf(),
-                format: "gzip",
-                offset: out.len() as u64,
-                detail: format!("decompression failed after {} bytes: {e}", out.len()),
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    if !is_gzip(&raw) {
+        return Ok(raw);
     }
+    let out = gunzip_upto(&raw, path, MAX_INFLATED + 1)?;
+    if out.len() > MAX_INFLATED {
+        return Err(Error::Format {
+            path: path.to_path_buf(),
+            format: "gzip",
+            offset: MAX_INFLATED as u64,
+            detail: format!("decompresses to more than {MAX_INFLATED} bytes"),
+        });
+    }
+    Ok(out)
 }
 
-/// Parses IDX bytes (already decompressed) holding unsigned bytes, expecting `rank` dimensions.
-pub fn parse_idx(bytes: &[u8], rank: usize, path: &Path) -> Result<Idx> {
+/// The dimensions an IDX header (`bytes` starting at the magic) declares for `rank`
+/// dimensions of unsigned bytes, and the file size they imply.
+fn header(bytes: &[u8], rank: usize, path: &Path) -> Result<(Vec<usize>, usize)> {
     let err = |offset: u64, detail: String| Error::Format {
         path: path.to_path_buf(),
         format: "IDX",
@@ -94,12 +119,28 @@ pub fn parse_idx(bytes: &[u8], rank: usize, path: &Path) -> Result<Idx> {
     let want = dims
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| err(4, format!("dimensions {dims:?} overflow")))?;
-    let have = bytes.len() - header;
+        .and_then(|n| n.checked_add(header))
+        .filter(|&n| n <= MAX_INFLATED)
+        .ok_or_else(|| {
+            err(
+                4,
+                format!("dimensions {dims:?} exceed {MAX_INFLATED} bytes"),
+            )
+        })?;
+    Ok((dims, want))
+}
+
+/// Parses IDX bytes (already decompressed) holding unsigned bytes, expecting `rank` dimensions.
+pub fn parse_idx(bytes: &[u8], rank: usize, path: &Path) -> Result<Idx> {
+    let (dims, size) = header(bytes, rank, path)?;
+    let head = 4 + 4 * rank;
+    let (want, have) = (size - head, bytes.len() - head);
     if have != want {
-        return Err(err(
-            bytes.len() as u64,
-            format!(
+        return Err(Error::Format {
+            path: path.to_path_buf(),
+            format: "IDX",
+            offset: bytes.len() as u64,
+            detail: format!(
                 "header says {dims:?} = {want} data bytes, file has {have}{}",
                 if have < want {
                     " (truncated)"
@@ -107,18 +148,25 @@ pub fn parse_idx(bytes: &[u8], rank: usize, path: &Path) -> Result<Idx> {
                     " (trailing bytes)"
                 }
             ),
-        ));
+        });
     }
     Ok(Idx {
         dims,
-        data: bytes[header..].to_vec(),
+        data: bytes[head..].to_vec(),
     })
 }
 
-/// Reads an IDX file (gzip or raw) from disk.
+/// Reads an IDX file (gzip or raw) from disk. A compressed file is inflated only as far as
+/// its header says it holds, and one byte more to detect trailing data: a small file that
+/// inflates without end costs no more than the header claims.
 pub fn read_idx(path: &Path, rank: usize) -> Result<Idx> {
-    let bytes = read_maybe_gz(path)?;
-    parse_idx(&bytes, rank, path)
+    let raw = std::fs::read(path).at(path)?;
+    if !is_gzip(&raw) {
+        return parse_idx(&raw, rank, path);
+    }
+    let head = gunzip_upto(&raw, path, 4 + 4 * rank)?;
+    let (_, size) = header(&head, rank, path)?;
+    parse_idx(&gunzip_upto(&raw, path, size + 1)?, rank, path)
 }
 
 const MNIST_SHAPE: InputShape = InputShape {
@@ -260,5 +308,25 @@ mod tests {
                 .to_string()
                 .contains("dimensions")
         );
+    }
+
+    /// A small gzip whose header announces 10 labels but that inflates to 8 MB is read only as
+    /// far as the header says (plus one byte), then refused.
+    #[test]
+    fn a_gzip_that_inflates_past_its_header_is_not_read_whole() {
+        use std::io::Write;
+        let mut body = labels(10);
+        body.extend(vec![0u8; 8 << 20]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&body).unwrap();
+        let gz = gz.finish().unwrap();
+        assert!(gz.len() < 100_000);
+        let dir = std::env::temp_dir().join(format!("obliviate-idx-bomb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("labels.gz");
+        std::fs::write(&p, &gz).unwrap();
+        let e = read_idx(&p, 1).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(e.contains("file has 11 (trailing bytes)"), "{e}");
     }
 }

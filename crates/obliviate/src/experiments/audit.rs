@@ -13,7 +13,7 @@ use crate::audit::outputs_of;
 use crate::chain::Chain;
 use crate::data::backdoor::Trigger;
 use crate::data::{DatasetName, Split};
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 use crate::params::ParamSet;
 use crate::train::{NoProgress, retrain};
 
@@ -206,10 +206,7 @@ pub fn run<B: AutodiffBackend>(
             for sub in ["backdoor-run", "backdoor-retrain", "backdoor-floor"] {
                 fresh_folder(&work.join(sub))?;
             }
-            std::fs::remove_dir(&work).map_err(|e| crate::Error::Io {
-                path: work.clone(),
-                source: e,
-            })?;
+            std::fs::remove_dir(&work).at(&work)?;
         }
         all.push(AuditResult {
             dataset: name,

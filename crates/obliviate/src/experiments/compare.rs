@@ -15,7 +15,7 @@ use crate::baselines::sisa::{self, Aggregate, Sisa};
 use crate::baselines::{amnesiac, steps};
 use crate::chain::{Chain, TrainConfig};
 use crate::data::{Dataset, DatasetName, Split};
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 use crate::model::ModelKind;
 use crate::optim::OptimConfig;
 use crate::params::{FileMeta, ParamSet, encode};
@@ -466,10 +466,7 @@ pub fn run<B: AutodiffBackend>(
 
 /// Removes a seed's scratch folder: its runs and ensembles, then the Amnesiac log it wrote.
 fn remove_work(w: &Path) -> Result<()> {
-    let entries = std::fs::read_dir(w).map_err(|e| crate::Error::Io {
-        path: w.to_path_buf(),
-        source: e,
-    })?;
+    let entries = std::fs::read_dir(w).at(w)?;
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -478,13 +475,7 @@ fn remove_work(w: &Path) -> Result<()> {
     }
     let log = w.join("amnesiac.log.safetensors");
     if log.exists() {
-        std::fs::remove_file(&log).map_err(|e| crate::Error::Io {
-            path: log,
-            source: e,
-        })?;
+        std::fs::remove_file(&log).at(&log)?;
     }
-    std::fs::remove_dir(w).map_err(|e| crate::Error::Io {
-        path: w.to_path_buf(),
-        source: e,
-    })
+    std::fs::remove_dir(w).at(w)
 }

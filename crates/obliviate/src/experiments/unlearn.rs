@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::{Say, Setup, fresh_folder, load_dataset, pick_ids};
 use crate::chain::Chain;
 use crate::data::DatasetName;
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 use crate::train::{NoProgress, retrain, train};
 use crate::unlearn::{StopReason, forget};
 
@@ -83,10 +83,7 @@ pub fn run<B: AutodiffBackend>(
     say: &mut Say<'_>,
 ) -> Result<Vec<UnlearnResult>> {
     let s = &settings.setup;
-    std::fs::create_dir_all(&s.work).map_err(|e| crate::Error::Io {
-        path: s.work.clone(),
-        source: e,
-    })?;
+    std::fs::create_dir_all(&s.work).at(&s.work)?;
     let mut all = Vec::new();
     for &name in &s.datasets {
         let data = load_dataset(name, s.limit, data_dir)?;

@@ -56,9 +56,17 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<(ParamSet, FileMeta)> {
         offset,
         detail,
     };
-    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| fmt(0, e.to_string()))?;
-    let (_, header) =
-        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| fmt(0, e.to_string()))?;
+    // The first 8 bytes give the header's length; everything else that can be wrong with the
+    // layout is in the JSON header that follows them.
+    let at = |e: safetensors::SafeTensorError| {
+        if bytes.len() < 8 {
+            fmt(0, format!("{e} (only {} bytes)", bytes.len()))
+        } else {
+            fmt(8, e.to_string())
+        }
+    };
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(at)?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(at)?;
     let meta: FileMeta = header
         .metadata()
         .as_ref()

@@ -143,6 +143,26 @@ impl ParamSet {
             })
     }
 
+    /// The first tensor holding a NaN or an infinity, if any.
+    pub fn first_non_finite(&self) -> Option<&str> {
+        self.tensors
+            .iter()
+            .find(|t| t.data.iter().any(|x| !x.is_finite()))
+            .map(|t| t.name.as_str())
+    }
+
+    /// Fails, naming `what` and the tensor, unless every value is finite: the chain never
+    /// stores NaN or ±∞ (a diverged training or a corrupt file would otherwise pass as a model).
+    pub fn check_finite(&self, what: &str) -> Result<()> {
+        match self.first_non_finite() {
+            None => Ok(()),
+            Some(tensor) => Err(crate::Error::NonFinite {
+                what: what.to_string(),
+                tensor: tensor.to_string(),
+            }),
+        }
+    }
+
     /// Finds a tensor by name.
     pub fn get(&self, name: &str) -> Option<&NamedTensor> {
         self.tensors.iter().find(|t| t.name == name)

@@ -75,7 +75,7 @@ pub fn hit(event: &str) -> Result<()> {
         Some(Some(errno)) => {
             return Err(Error::Io {
                 path: event.into(),
-                source: std::io::Error::from_raw_os_error(errno),
+                cause: std::io::Error::from_raw_os_error(errno),
             });
         }
         Some(None) => return Err(Error::Failpoint(event.to_string())),
@@ -121,9 +121,9 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).at(&tmp)?;
         hit(&format!("write:data:{name}")).map_err(|e| match e {
-            Error::Io { source, .. } => Error::Io {
+            Error::Io { cause, .. } => Error::Io {
                 path: tmp.clone(),
-                source,
+                cause,
             },
             other => other,
         })?;

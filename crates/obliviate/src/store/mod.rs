@@ -6,7 +6,7 @@
 //!   failpoints that prove them;
 //! - [`sealed`]: JSON documents carrying a checksum over their own body (manifests);
 //! - [`tensors`]: safetensors files referenced by path, SHA-256 and length ([`FileRef`]);
-//! - [`lock`]: the one-writer-per-folder OS lock.
+//! - [`lock`]: one writer per folder, and readers the writer never collects files under.
 //!
 //! Nothing here knows what a chain or a shard is.
 
@@ -15,7 +15,7 @@ pub mod lock;
 pub mod sealed;
 pub mod tensors;
 
-pub use lock::FolderLock;
+pub use lock::{FolderLock, ReaderLock, ReadersGone};
 pub use tensors::FileRef;
 
 use std::path::Path;

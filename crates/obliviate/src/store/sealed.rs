@@ -1,30 +1,100 @@
 //! Sealed JSON: a document whose `checksum` member is the SHA-256 of the rest of it.
 //!
 //! The checksum is taken over the key-sorted compact form of the JSON *value* as written, minus
-//! `checksum`, so documents written by older builds (lacking fields added since) still verify.
-//! It catches accidents and truncation, not a writer who can recompute it.
+//! `checksum` and `hmac`, so documents written by older builds (lacking fields added since)
+//! still verify. It catches accidents and truncation, not a writer who can recompute it.
+//!
+//! Where tampering matters, a key seals documents too: with `OBLIVIATE_SEAL_KEY_FILE` naming a
+//! file of at least 16 bytes, every document written carries `hmac`, HMAC-SHA256 of the same
+//! body under that key, and every document read must carry a valid one. A writer without the
+//! key cannot forge it; readers without the key still check the plain checksum.
 
+use std::io::Read;
 use std::path::Path;
 
-use super::{atomic, sha256};
-use crate::error::{Error, Result, invalid};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
-/// SHA-256 of a document's JSON value without its `checksum` member.
-pub(crate) fn body_checksum(v: &serde_json::Value) -> Result<String> {
+use super::{atomic, hex, sha256};
+use crate::error::{Error, IoContext, Result, invalid};
+
+/// Environment variable naming the file whose bytes are the sealing key.
+pub const KEY_FILE_ENV: &str = "OBLIVIATE_SEAL_KEY_FILE";
+
+/// The configured sealing key, if any (read at each use: commands are short-lived).
+fn key() -> Result<Option<Vec<u8>>> {
+    let Some(path) = std::env::var_os(KEY_FILE_ENV) else {
+        return Ok(None);
+    };
+    let path = Path::new(&path);
+    let mut key = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(1 << 20).read_to_end(&mut key))
+        .at(path)?;
+    if key.len() < 16 {
+        return Err(invalid(
+            "sealing key",
+            format!(
+                "{} holds {} bytes; at least 16 are needed",
+                path.display(),
+                key.len()
+            ),
+        ));
+    }
+    Ok(Some(key))
+}
+
+/// The bytes both seals cover: the JSON value without `checksum` and `hmac`, compact.
+fn body(v: &serde_json::Value) -> Result<Vec<u8>> {
     let mut v = v.clone();
     if let Some(o) = v.as_object_mut() {
         o.remove("checksum");
+        o.remove("hmac");
     }
-    let body = serde_json::to_vec(&v).map_err(|e| invalid("sealed document", e.to_string()))?;
-    Ok(sha256(&body))
+    serde_json::to_vec(&v).map_err(|e| invalid("sealed document", e.to_string()))
 }
 
-/// Serialises `doc` as pretty JSON with a `checksum` member over the rest.
+/// SHA-256 of a document's body.
+pub(crate) fn body_checksum(v: &serde_json::Value) -> Result<String> {
+    Ok(sha256(&body(v)?))
+}
+
+fn mac(key: &[u8]) -> Hmac<Sha256> {
+    // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+    <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
+}
+
+/// Whether a document read carried a keyed seal, and whether it was verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyedSeal {
+    /// No `hmac` member (and no key configured).
+    Absent,
+    /// Verified against the configured key.
+    Verified,
+    /// Present, but no key is configured to verify it.
+    Unverified,
+}
+
+/// Serialises `doc` as pretty JSON with a `checksum` member over the rest (and `hmac` when a
+/// key is configured).
 pub fn seal<T: serde::Serialize>(doc: &T) -> Result<Vec<u8>> {
     let mut v = serde_json::to_value(doc).map_err(|e| invalid("sealed document", e.to_string()))?;
     let sum = body_checksum(&v)?;
+    let keyed = match key()? {
+        Some(k) => {
+            let mut m = mac(&k);
+            m.update(&body(&v)?);
+            Some(hex(&m.finalize().into_bytes()))
+        }
+        None => None,
+    };
     if let Some(o) = v.as_object_mut() {
+        o.remove("hmac");
         o.insert("checksum".into(), serde_json::Value::String(sum));
+        if let Some(h) = keyed {
+            o.insert("hmac".into(), serde_json::Value::String(h));
+        }
     }
     let mut out =
         serde_json::to_vec_pretty(&v).map_err(|e| invalid("sealed document", e.to_string()))?;
@@ -41,26 +111,48 @@ pub fn write_sealed<T: serde::Serialize>(path: &Path, doc: &T) -> Result<String>
     Ok(v["checksum"].as_str().unwrap_or_default().to_string())
 }
 
-/// Reads `path` as sealed JSON of type `T`, checking its checksum. `None` when the file does
-/// not exist (the caller knows what that means).
+/// Reads `path` as sealed JSON of type `T`, checking its checksum (and keyed seal). `None`
+/// when the file does not exist (the caller knows what that means).
 pub fn read_sealed<T: serde::de::DeserializeOwned>(
     path: &Path,
     format: &'static str,
 ) -> Result<Option<T>> {
-    let bytes = match std::fs::read(path) {
+    Ok(read_sealed_seal(path, format)?.map(|(doc, _)| doc))
+}
+
+/// [`read_sealed`], also saying what became of the keyed seal.
+pub fn read_sealed_seal<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    format: &'static str,
+) -> Result<Option<(T, KeyedSeal)>> {
+    // A manifest of a million blocks is tens of MB; anything past this is not one.
+    const MAX_DOCUMENT: u64 = 1 << 30;
+    let read = std::fs::File::open(path).and_then(|f| {
+        let mut b = Vec::new();
+        f.take(MAX_DOCUMENT + 1).read_to_end(&mut b).map(|_| b)
+    });
+    let bytes = match read {
+        Ok(b) if b.len() as u64 > MAX_DOCUMENT => {
+            return Err(Error::Format {
+                path: path.to_path_buf(),
+                format,
+                offset: MAX_DOCUMENT,
+                detail: format!("longer than {MAX_DOCUMENT} bytes: not a document obliviate wrote"),
+            });
+        }
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
+        Err(cause) => {
             return Err(Error::Io {
                 path: path.to_path_buf(),
-                source,
+                cause,
             });
         }
     };
     let format_err = |e: serde_json::Error| Error::Format {
         path: path.to_path_buf(),
         format,
-        offset: 0,
+        offset: json_offset(&bytes, &e),
         detail: e.to_string(),
     };
     let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(format_err)?;
@@ -78,12 +170,68 @@ pub fn read_sealed<T: serde::de::DeserializeOwned>(
             actual,
         });
     }
-    serde_json::from_value(value).map(Some).map_err(format_err)
+    let claimed = value
+        .get("hmac")
+        .and_then(|h| h.as_str())
+        .map(str::to_string);
+    let seal = match (key()?, claimed) {
+        (None, None) => KeyedSeal::Absent,
+        (None, Some(_)) => KeyedSeal::Unverified,
+        (Some(_), None) => {
+            return Err(Error::Chain {
+                run: path.to_path_buf(),
+                detail: format!("carries no keyed seal, but {KEY_FILE_ENV} names a key"),
+            });
+        }
+        (Some(k), Some(h)) => {
+            let mut m = mac(&k);
+            m.update(&body(&value)?);
+            // Constant-time comparison of the MAC.
+            let bytes: Option<Vec<u8>> = (0..h.len())
+                .step_by(2)
+                .map(|i| h.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+                .collect();
+            if bytes.is_none_or(|b| m.clone().verify_slice(&b).is_err()) {
+                return Err(Error::Checksum {
+                    path: path.to_path_buf(),
+                    algo: "hmac-sha256 (keyed seal)",
+                    expected: h,
+                    // The right MAC would be a forgery kit: never print it.
+                    actual: "a different value under the configured key".into(),
+                });
+            }
+            KeyedSeal::Verified
+        }
+    };
+    let doc = serde_json::from_value(value).map_err(format_err)?;
+    Ok(Some((doc, seal)))
+}
+
+/// The byte offset of a JSON error's line and column (0 when the error has no position, as
+/// for a type error found after parsing).
+pub(crate) fn json_offset(bytes: &[u8], e: &serde_json::Error) -> u64 {
+    if e.line() == 0 {
+        return 0;
+    }
+    let line_start: usize = bytes
+        .split_inclusive(|&b| b == b'\n')
+        .take(e.line() - 1)
+        .map(<[u8]>::len)
+        .sum();
+    (line_start + e.column().saturating_sub(1)) as u64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_errors_name_the_byte() {
+        let bytes = b"{\n  \"a\": 1,\n  \"b\": tru\n}";
+        let e = serde_json::from_slice::<serde_json::Value>(bytes).unwrap_err();
+        let at = json_offset(bytes, &e) as usize;
+        assert!((19..=23).contains(&at), "{at}: {e}");
+    }
 
     /// Sealed JSON must verify after parsing, whatever floats it holds (serde_json's default
     /// float parser is not correctly rounded; the `float_roundtrip` feature makes it so).

@@ -35,8 +35,35 @@ pub fn write_tensors(dir: &Path, rel: &str, set: &ParamSet, meta: &FileMeta) -> 
     })
 }
 
-/// Reads `dir/r.file`, checking its SHA-256 against the reference.
+/// Fails unless `dir/r.file` is a regular file of the recorded length (a cheap check that
+/// needs no read: a missing, truncated, replaced or special file is named before any work).
+pub fn check_present(dir: &Path, r: &FileRef) -> Result<()> {
+    let path = dir.join(&r.file);
+    let meta = std::fs::metadata(&path).at(&path)?;
+    if !meta.is_file() || meta.len() != r.bytes {
+        return Err(Error::Format {
+            path,
+            format: "stored tensor file",
+            offset: 0,
+            detail: format!(
+                "{} of {} bytes where the manifest records a {}-byte file",
+                if meta.is_file() {
+                    "a file"
+                } else {
+                    "not a regular file"
+                },
+                meta.len(),
+                r.bytes
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Reads `dir/r.file`, checking its length before reading it, its SHA-256 against the
+/// reference, and that every value is finite.
 pub fn read_tensors(dir: &Path, r: &FileRef) -> Result<(ParamSet, FileMeta)> {
+    check_present(dir, r)?;
     let path = dir.join(&r.file);
     let bytes = std::fs::read(&path).at(&path)?;
     let actual = sha256(&bytes);
@@ -48,7 +75,9 @@ pub fn read_tensors(dir: &Path, r: &FileRef) -> Result<(ParamSet, FileMeta)> {
             actual,
         });
     }
-    decode(&bytes, &path)
+    let (set, meta) = decode(&bytes, &path)?;
+    set.check_finite(&path.display().to_string())?;
+    Ok((set, meta))
 }
 
 /// Copies the files `refs` name (and `extra` plain files, where present) from folder `src` into

@@ -149,6 +149,9 @@ impl<'a, B: AutodiffBackend> BlockTrainer<'a, B> {
         }
         let raw = extract(&model);
         let delta = raw.sub(&self.theta)?;
+        delta.check_finite(&format!(
+            "training diverged in block {block}: its increment"
+        ))?;
         self.theta.add_assign(&delta)?;
         let model = if raw.bit_identical(&self.theta) {
             model

@@ -106,6 +106,10 @@ pub fn resume<B: AutodiffBackend>(
     let start = Instant::now();
     let mut chain = Chain::open_mut(dir)?;
     chain.check_dataset(data)?;
+    if chain.manifest().is_complete() {
+        // Nothing to train: say whether what is there is sound rather than that it is done.
+        chain.verify()?;
+    }
     continue_training::<B>(&mut chain, data, device, progress, start)
 }
 

@@ -185,9 +185,60 @@ pub fn forget<B: AutodiffBackend>(
         })
         .collect::<Result<_>>()?;
     let (d, l) = (*blocks.first().unwrap_or(&1), *blocks.last().unwrap_or(&1));
+    chain.check_present()?;
     let mut ledger = Ledger::open(chain.dir())?;
     ledger.discard_after(chain.manifest().generation)?;
-    let opened = start.elapsed().as_secs_f64();
+    let plan = Plan {
+        ids: ok,
+        skipped,
+        removed,
+        first: d,
+        last: l,
+        generation,
+        start,
+        opened: start.elapsed().as_secs_f64(),
+    };
+    let result = carry_out::<B>(chain, &mut ledger, data, plan, opts, device, progress);
+    if result.is_err() {
+        // Remove what the failed request wrote (a full disk must not stay full), judged
+        // against the manifest on disk, whatever the failure left in memory.
+        let _ = chain.reload_and_collect();
+    }
+    result
+}
+
+/// A validated request, ready to be carried out.
+struct Plan {
+    ids: Vec<u64>,
+    skipped: Vec<u64>,
+    removed: BTreeSet<u64>,
+    first: usize,
+    last: usize,
+    generation: u64,
+    start: Instant,
+    opened: f64,
+}
+
+/// Retrains, stitches, evaluates and commits a validated request.
+fn carry_out<B: AutodiffBackend>(
+    chain: &mut Chain,
+    ledger: &mut Ledger,
+    data: &Dataset,
+    plan: Plan,
+    opts: &ForgetOptions,
+    device: &B::Device,
+    progress: &mut dyn Progress,
+) -> Result<ForgetReport> {
+    let Plan {
+        ids: ok,
+        skipped,
+        removed,
+        first: d,
+        last: l,
+        generation,
+        start,
+        opened,
+    } = plan;
     let replayed = replay::<B>(chain, data, &removed, d, l, opts, device, progress)?;
     let commit_start = Instant::now();
 
@@ -286,6 +337,9 @@ pub fn replay<B: AutodiffBackend>(
     let generation = m.next_generation()?;
     let t0 = Instant::now();
     let theta = chain.theta(d - 1)?;
+    // θ_0 + Σδ_i of the stored chain, folded alongside from the same reads: it must be the
+    // served model, or the request would build on (and launder) a corrupt chain.
+    let mut original = theta.clone();
     let (opt, step) = chain.opt_state(d - 1)?;
     let mut trainer = BlockTrainer::<B>::new(data, m.model, m.config, theta, &opt, step, device)?;
     let t1 = Instant::now();
@@ -313,7 +367,14 @@ pub fn replay<B: AutodiffBackend>(
             .as_ref()
             .ok_or_else(|| invalid("run", format!("block {k} is not trained")))?;
         let (old, _) = chain.read_set(old_ref)?;
+        original.add_assign(&old)?;
         let n = old.distance(&out.delta)?;
+        if !(n.l1.is_finite() && n.l2.is_finite()) {
+            return Err(invalid(
+                "residual",
+                format!("block {k}: ‖δ − δ'‖ is not finite ({}, {})", n.l1, n.l2),
+            ));
+        }
         residuals.push((n.l1, n.l2));
         files.push(chain.write_block(k, generation, &out.delta, &out.opt_state, out.step)?);
         progress.set((k - d + 1) as u64);
@@ -333,7 +394,16 @@ pub fn replay<B: AutodiffBackend>(
     progress.finish();
     let t2 = Instant::now();
     let mut model = trainer.theta().clone();
-    chain.fold_into(&mut model, k + 1, total)?;
+    chain.fold_into_all(&mut [&mut model, &mut original], k + 1, total)?;
+    if !original.bit_identical(&chain.served()?) {
+        return Err(Error::Chain {
+            run: chain.dir().to_path_buf(),
+            detail: "θ_0 + Σδ_i differs from the served model: the chain is corrupt, nothing was \
+                     forgotten"
+                .into(),
+        });
+    }
+    model.check_finite("the unlearned model")?;
     let phases = Phases {
         restore: t1.duration_since(t0).as_secs_f64(),
         retrain: t2.duration_since(t1).as_secs_f64(),

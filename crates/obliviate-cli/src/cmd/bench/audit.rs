@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{BenchArgs, pm};
 use crate::args::{Env, StopArgs};
 use crate::backend::on_backend;
-use crate::output::{emit, say};
+use crate::output::{emit, outln, say};
 
 #[derive(Args, Debug)]
 pub struct Audit {
@@ -40,7 +40,7 @@ pub fn run(a: &Audit, env: &Env) -> Result<()> {
         on_backend!(env, B, device => run_bench::<B>(&s, data_dir, &device, &mut say(env))?);
     let md: String = results.iter().map(|r| table(&s, r)).collect();
     a.bench.write("bench-audit", &md)?;
-    emit(env, &Out { datasets: &results }, || println!("{md}"))
+    emit(env, &Out { datasets: &results }, || outln!("{md}"))
 }
 
 fn table(settings: &AuditSettings, res: &AuditResult) -> String {

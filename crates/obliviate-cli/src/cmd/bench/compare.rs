@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{BenchArgs, pm};
 use crate::args::{Env, StopArgs};
 use crate::backend::on_backend;
-use crate::output::{emit, say};
+use crate::output::{emit, outln, say};
 
 #[derive(Args, Debug)]
 pub struct Compare {
@@ -85,7 +85,7 @@ pub fn run(a: &Compare, env: &Env) -> Result<()> {
         md.push_str(&format!("- **{name}**: {}.\n", m.guarantee()));
     }
     a.bench.write("bench-compare", &md)?;
-    emit(env, &Out { datasets: &results }, || println!("{md}"))
+    emit(env, &Out { datasets: &results }, || outln!("{md}"))
 }
 
 fn table(settings: &CompareSettings, res: &CompareResult) -> String {

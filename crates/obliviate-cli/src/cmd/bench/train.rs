@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::args::{Env, ModelArg};
 use crate::backend::on_backend;
-use crate::output::{emit, say};
+use crate::output::{emit, outln, say};
 
 #[derive(Args, Debug)]
 pub struct Train {
@@ -43,13 +43,13 @@ pub fn run(a: &Train, env: &Env) -> Result<()> {
             rows: &rows,
         },
         || {
-            println!(
+            outln!(
                 "| model | batch | steps | obliviate samples/s | PyTorch samples/s | ratio (median of {} rounds) |",
                 a.rounds
             );
-            println!("|---|---|---|---|---|---|");
+            outln!("|---|---|---|---|---|---|");
             for r in &rows {
-                println!(
+                outln!(
                     "| {} | {} | {} | {:.0} | {:.0} | {:.2} |",
                     r.model,
                     r.workload.batch,

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::{BenchArgs, pm, setting};
 use crate::args::{Env, StopArgs};
 use crate::backend::on_backend;
-use crate::output::{emit, say};
+use crate::output::{emit, outln, say};
 
 #[derive(Args, Debug)]
 pub struct Unlearn {
@@ -41,7 +41,7 @@ pub fn run(a: &Unlearn, env: &Env) -> Result<()> {
         on_backend!(env, B, device => run_bench::<B>(&s, data_dir, &device, &mut say(env))?);
     let md = render(&s, &results);
     a.bench.write("bench-unlearn", &md)?;
-    emit(env, &Out { datasets: &results }, || println!("{md}"))
+    emit(env, &Out { datasets: &results }, || outln!("{md}"))
 }
 
 fn render(settings: &UnlearnSettings, results: &[UnlearnResult]) -> String {
