@@ -787,3 +787,74 @@ fn a_keyed_seal_catches_what_a_recomputed_checksum_hides() {
     let out = keyed(&key, &["info", rs]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("carries no keyed seal"));
 }
+
+#[test]
+fn messages_say_what_is_wrong_once_and_only_what_is_true() {
+    let t = Tmp::new("messages");
+    let out = run(bin()
+        .args(["train", "--test-limit", "0", "--out"])
+        .arg(t.0.join("x")));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--test-limit"));
+    let out = run(bin()
+        .args([
+            "sisa",
+            "train",
+            "--model",
+            "mlp-small",
+            "--train-limit",
+            "600",
+        ])
+        .args(["--shards", "20000", "--out"])
+        .arg(t.0.join("s")));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("20000 shards for 600 training samples"));
+    // A run killed mid-training: `check` must not claim a served model matches.
+    let r = t.0.join("run");
+    let out = run(bin()
+        .args(TRAIN)
+        .arg("--out")
+        .arg(&r)
+        .env("OBLIVIATE_FAILPOINT", "train:block-written:9"));
+    assert!(!out.status.success());
+    let c = run(bin().arg("check").arg(&r));
+    let text = String::from_utf8_lossy(&c.stdout);
+    assert!(
+        c.status.success() && text.contains("unfinished") && !text.contains("equals"),
+        "{text}"
+    );
+    json(&run(bin()
+        .args(["train", "--resume", "--json", "--out"])
+        .arg(&r)));
+    // Audits refuse ids the run never forgot and peers that are not its retrain.
+    json(&run(bin()
+        .arg("forget")
+        .arg(&r)
+        .args(["--ids", "4", "--json"])));
+    let gold = t.0.join("gold");
+    json(&run(bin()
+        .arg("retrain")
+        .arg(&r)
+        .arg("--out")
+        .arg(&gold)
+        .arg("--json")));
+    let out = run(bin()
+        .args(["audit", "mia"])
+        .arg(&r)
+        .args(["--ids", "5", "--against"])
+        .arg(&gold));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never forgotten"));
+    let other = t.0.join("other");
+    json(&train(&other, &[]));
+    let out = run(bin()
+        .args(["audit", "distance"])
+        .arg(&r)
+        .arg("--against")
+        .arg(&other));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a retrain of that run"));
+    // An operating-system error is said once.
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.join("manifest.json")).unwrap()).unwrap();
+    std::fs::remove_file(r.join(m["blocks"][0]["opt"]["file"].as_str().unwrap())).unwrap();
+    let out = run(bin().arg("check").arg(&r));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}

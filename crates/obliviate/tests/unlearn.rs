@@ -424,3 +424,22 @@ fn meaningless_thresholds_are_refused() {
     }
     assert!(exact().validate().is_ok() && quick().validate().is_ok());
 }
+
+#[test]
+fn a_missing_ledger_row_is_reported() {
+    let data = tiny_data();
+    let run = Tmp::new("ledger-row");
+    train_tiny(&run.0, &data, ModelKind::MlpSmall, tiny_cfg(14));
+    forget_in(&run.0, &data, &[3], &quick()).unwrap();
+    forget_in(&run.0, &data, &[9], &quick()).unwrap();
+    assert_eq!(Ledger::committed(&run.0, 2).unwrap().len(), 2);
+    let db = rusqlite::Connection::open(run.join("ledger.sqlite")).unwrap();
+    db.execute("DELETE FROM requests WHERE generation = 1", [])
+        .unwrap();
+    drop(db);
+    let e = Ledger::committed(&run.0, 2).unwrap_err().to_string();
+    assert!(
+        e.contains("2 committed request(s)") && e.contains("1 matching row"),
+        "{e}"
+    );
+}

@@ -18,23 +18,34 @@ pub struct FolderLock {
     _file: File,
 }
 
+/// Opens (creating) `path` and takes its exclusive lock without waiting: `None` while someone
+/// else holds it.
+fn try_exclusive(path: &Path) -> Result<Option<File>> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .at(path)?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(Error::Io {
+            path: path.to_path_buf(),
+            cause: e,
+        }),
+    }
+}
+
 impl FolderLock {
     /// Takes `dir`'s exclusive lock without waiting; fails with [`Error::Busy`] when another
     /// process holds it.
     pub fn acquire(dir: &Path) -> Result<FolderLock> {
-        let path = dir.join(LOCK_FILE);
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .at(&path)?;
-        match f.try_lock() {
-            Ok(()) => Ok(FolderLock { _file: f }),
-            Err(TryLockError::WouldBlock) => Err(Error::Busy {
+        match try_exclusive(&dir.join(LOCK_FILE))? {
+            Some(f) => Ok(FolderLock { _file: f }),
+            None => Err(Error::Busy {
                 dir: PathBuf::from(dir),
             }),
-            Err(TryLockError::Error(e)) => Err(Error::Io { path, cause: e }),
         }
     }
 }
@@ -84,17 +95,6 @@ pub struct ReadersGone {
 impl ReadersGone {
     /// Takes the readers' lock exclusively without waiting: `None` while some reader reads.
     pub fn try_acquire(dir: &Path) -> Result<Option<ReadersGone>> {
-        let path = dir.join(READERS_FILE);
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .at(&path)?;
-        match f.try_lock() {
-            Ok(()) => Ok(Some(ReadersGone { _file: f })),
-            Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => Err(Error::Io { path, cause: e }),
-        }
+        Ok(try_exclusive(&dir.join(READERS_FILE))?.map(|f| ReadersGone { _file: f }))
     }
 }

@@ -188,15 +188,16 @@ pub fn forget<B: AutodiffBackend>(
     chain.check_present()?;
     let mut ledger = Ledger::open(chain.dir())?;
     ledger.discard_after(chain.manifest().generation)?;
+    let (opened, first, last) = (start.elapsed().as_secs_f64(), d, l);
     let plan = Plan {
-        ids: ok,
+        ok,
         skipped,
         removed,
-        first: d,
-        last: l,
+        first,
+        last,
         generation,
         start,
-        opened: start.elapsed().as_secs_f64(),
+        opened,
     };
     let result = carry_out::<B>(chain, &mut ledger, data, plan, opts, device, progress);
     if result.is_err() {
@@ -209,7 +210,7 @@ pub fn forget<B: AutodiffBackend>(
 
 /// A validated request, ready to be carried out.
 struct Plan {
-    ids: Vec<u64>,
+    ok: Vec<u64>,
     skipped: Vec<u64>,
     removed: BTreeSet<u64>,
     first: usize,
@@ -230,7 +231,7 @@ fn carry_out<B: AutodiffBackend>(
     progress: &mut dyn Progress,
 ) -> Result<ForgetReport> {
     let Plan {
-        ids: ok,
+        ok,
         skipped,
         removed,
         first: d,
