@@ -7,10 +7,11 @@ use clap::builder::PossibleValue;
 use clap::{Args, ValueEnum};
 use obliviate::baselines::sisa::Aggregate;
 use obliviate::chain::TrainConfig;
-use obliviate::data::{Dataset, DatasetName};
+use obliviate::data::{Dataset, DatasetName, Groups};
+use obliviate::experiments::backdoor::Placement;
 use obliviate::model::ModelKind;
 use obliviate::optim::{OptimConfig, OptimizerKind};
-use obliviate::unlearn::{ForgetOptions, StopRule};
+use obliviate::unlearn::{ForgetOptions, Segmentation, StopRule};
 
 /// A clap value for a library enum that lists its values in `ALL` and spells them with
 /// `name()`: `--help` shows the values and parsing yields the library's type.
@@ -56,6 +57,10 @@ value_enum!(
 value_enum!(
     /// How SISA combines its constituents.
     AggregateArg => Aggregate
+);
+value_enum!(
+    /// Where a backdoored user's samples go.
+    PlacementArg => Placement
 );
 
 /// The compute device (and so the backend).
@@ -231,37 +236,68 @@ pub struct IdArgs {
     /// File with one id per line (# starts a comment), or a JSON array of ids.
     #[arg(long)]
     pub ids_file: Option<PathBuf>,
+    /// Comma-separated user groups (of the run's `train --groups` file).
+    #[arg(long, value_delimiter = ',')]
+    pub group: Option<Vec<String>>,
+    /// File with one group name per line.
+    #[arg(long)]
+    pub groups_file: Option<PathBuf>,
 }
 
 /// Largest `--ids-file` read (a file of ids a hundred times the largest dataset's).
 const MAX_IDS_FILE: u64 = 256 << 20;
 
+/// Reads a text file of at most [`MAX_IDS_FILE`] bytes.
+fn read_list(path: &std::path::Path) -> Result<String> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?,
+            MAX_IDS_FILE + 1,
+        ),
+        &mut text,
+    )
+    .with_context(|| format!("{}: not UTF-8 text", path.display()))?;
+    if text.len() as u64 > MAX_IDS_FILE {
+        bail!(
+            "{}: larger than {} MiB; not an id list",
+            path.display(),
+            MAX_IDS_FILE >> 20
+        );
+    }
+    Ok(text)
+}
+
 impl IdArgs {
-    /// The ids of `--ids` or `--ids-file`.
-    pub fn read(&self) -> Result<Vec<u64>> {
+    /// The ids of `--ids`, `--ids-file`, `--group` or `--groups-file`; groups resolve through
+    /// `groups`, the run's recorded groups (`None` for a run placed without groups).
+    pub fn read(&self, groups: Option<&Groups>) -> Result<Vec<u64>> {
         if let Some(ids) = &self.ids {
             return Ok(ids.clone());
         }
-        let Some(path) = &self.ids_file else {
-            bail!("give --ids or --ids-file")
-        };
-        let mut text = String::new();
-        std::io::Read::read_to_string(
-            &mut std::io::Read::take(
-                std::fs::File::open(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?,
-                MAX_IDS_FILE + 1,
+        let names: Option<Vec<String>> = match (&self.group, &self.groups_file) {
+            (Some(g), _) => Some(g.clone()),
+            (None, Some(path)) => Some(
+                read_list(path)?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from)
+                    .collect(),
             ),
-            &mut text,
-        )
-        .with_context(|| format!("{}: not UTF-8 text", path.display()))?;
-        if text.len() as u64 > MAX_IDS_FILE {
-            bail!(
-                "{}: larger than {} MiB; not an id list",
-                path.display(),
-                MAX_IDS_FILE >> 20
-            );
+            (None, None) => None,
+        };
+        if let Some(names) = names {
+            let Some(groups) = groups else {
+                bail!("this run was trained without --groups: it has no groups to forget");
+            };
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            return Ok(groups.ids_of(&names)?);
         }
+        let Some(path) = &self.ids_file else {
+            bail!("give --ids, --ids-file, --group or --groups-file")
+        };
+        let text = read_list(path)?;
         let t = text.trim();
         if t.starts_with('[') {
             return serde_json::from_str(t).with_context(|| {
@@ -303,15 +339,37 @@ pub struct StopArgs {
     /// Stop rule.
     #[arg(long, value_enum, default_value = "fit")]
     pub stop: StopKind,
-    /// Slope threshold of the fit rule (per parameter; 0 = never stop early).
-    #[arg(long, default_value_t = 1e-5)]
+    /// Fit rule: the largest share of the last affected block's excess residual (over the
+    /// fitted plateau) that may remain when a segment stops (0 = never stop early).
+    #[arg(long, default_value_t = default_epsilon())]
     pub epsilon: f64,
     /// Ratio threshold of the relative rule.
     #[arg(long, default_value_t = 0.05)]
     pub rho: f64,
-    /// Fewest residuals (blocks retrained) before the rule may stop.
+    /// Fewest residuals after a segment's last affected block before the rule may stop.
     #[arg(long, default_value_t = ForgetOptions::default().min_points)]
     pub min_points: usize,
+    /// Retrain in segments (one per run of affected blocks the stop rule cannot bridge) or in
+    /// one span from the first affected block (the published method).
+    #[arg(long, value_enum, default_value = "segmented")]
+    pub segments: SegmentsArg,
+}
+
+/// How the affected blocks are retrained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SegmentsArg {
+    /// Segments.
+    Segmented,
+    /// One span.
+    Single,
+}
+
+/// The library's default ε of the fit rule.
+fn default_epsilon() -> f64 {
+    match ForgetOptions::default().stop {
+        StopRule::Fit { epsilon } => epsilon,
+        StopRule::Relative { .. } => 0.0,
+    }
 }
 
 impl StopArgs {
@@ -327,6 +385,11 @@ impl StopArgs {
             stop: rule,
             min_points: self.min_points,
             skip_missing,
+            segments: match self.segments {
+                SegmentsArg::Segmented => Segmentation::Segmented,
+                SegmentsArg::Single => Segmentation::Single,
+            },
+            evaluate: true,
         };
         opts.validate().context("invalid stop flags")?;
         Ok(opts)

@@ -54,6 +54,7 @@ enum Command {
 const FAILED_VERIFICATION: i32 = 2;
 
 fn main() {
+    let started = std::time::Instant::now();
     let cli = Cli::parse();
     let env = &cli.env;
     let result = match &cli.command {
@@ -61,7 +62,7 @@ fn main() {
         Command::Eval(a) => cmd::eval::run(a, env),
         Command::Info(a) => cmd::info::run(a, env),
         Command::Check(a) => cmd::check::run(a, env),
-        Command::Forget(a) => cmd::forget::run(a, env),
+        Command::Forget(a) => cmd::forget::run(a, env, started),
         Command::Retrain(a) => cmd::retrain::run(a, env),
         Command::Demo(a) => cmd::demo::run(a, env),
         Command::Verify(a) => match cmd::verify::run(a, env) {

@@ -858,3 +858,71 @@ fn messages_say_what_is_wrong_once_and_only_what_is_true() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
+
+#[test]
+fn users_are_placed_together_and_forgotten_by_name() {
+    let t = Tmp::new("groups");
+    let groups = t.0.join("groups.csv");
+    let mut csv = String::from("id,group\n");
+    for id in 0..30 {
+        csv.push_str(&format!("{},alice\n", id * 13));
+    }
+    for id in 0..40 {
+        csv.push_str(&format!("{},bob\n", id * 4 + 401));
+    }
+    std::fs::write(&groups, csv).unwrap();
+    let late = t.0.join("late.txt");
+    std::fs::write(&late, "bob\n").unwrap();
+    let r = t.0.join("run");
+    let v = json(&train(
+        &r,
+        &[
+            "--groups",
+            groups.to_str().unwrap(),
+            "--late-groups",
+            late.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(v["blocks"], 12);
+    let info = json(&run(bin().arg("info").arg(&r).args(["--ids", "--json"])));
+    assert_eq!(info["groups"], 2);
+    let blocks = info["block_ids"].as_array().unwrap();
+    let block_of = |id: u64| {
+        blocks
+            .iter()
+            .position(|b| b.as_array().unwrap().iter().any(|x| x == id))
+            .unwrap()
+    };
+    let alice: std::collections::BTreeSet<usize> = (0..30).map(|i| block_of(i * 13)).collect();
+    assert!(alice.len() <= 2, "alice spans {alice:?}");
+    let bob: std::collections::BTreeSet<usize> = (0..40).map(|i| block_of(i * 4 + 401)).collect();
+    assert!(bob.iter().all(|&b| b >= 10), "bob is late: {bob:?}");
+    // Unknown groups are refused by name and change nothing.
+    let manifest = std::fs::read(r.join("manifest.json")).unwrap();
+    let out = run(bin().arg("forget").arg(&r).args(["--group", "alice,carol"]));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"carol\""));
+    assert_eq!(std::fs::read(r.join("manifest.json")).unwrap(), manifest);
+    let f = json(&run(bin().arg("forget").arg(&r).args([
+        "--group",
+        "alice",
+        "--no-eval",
+        "--json",
+    ])));
+    let ids: Vec<u64> = f["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, (0..30).map(|i| i * 13).collect::<Vec<_>>());
+    assert!(f["test_accuracy"].is_null(), "--no-eval measures nothing");
+    assert!(f["wall_seconds"].as_f64().unwrap() >= f["seconds"].as_f64().unwrap());
+    assert!(f["units"]["residuals"].as_str().unwrap().contains("L1"));
+    json(&run(bin().arg("check").arg(&r).arg("--json")));
+    // A run trained without groups has none to forget.
+    let plain = t.0.join("plain");
+    json(&train(&plain, &[]));
+    let out = run(bin().arg("forget").arg(&plain).args(["--group", "alice"]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without --groups"));
+}

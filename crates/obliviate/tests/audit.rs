@@ -8,7 +8,7 @@ use obliviate::audit::outputs_of;
 use obliviate::chain::Chain;
 use obliviate::data::Split;
 use obliviate::data::backdoor::{Backdoor, Trigger};
-use obliviate::experiments::backdoor::{BackdoorSettings, Criteria, verify_backdoor};
+use obliviate::experiments::backdoor::{BackdoorSettings, Criteria, Placement, verify_backdoor};
 use obliviate::model::ModelKind;
 use obliviate::train::NoProgress;
 use obliviate::unlearn::{ForgetOptions, StopRule};
@@ -58,9 +58,10 @@ fn backdoor_is_learned_and_exact_forgetting_matches_retraining() {
         opts: ForgetOptions {
             stop: StopRule::Fit { epsilon: 0.0 },
             min_points: 3,
-            skip_missing: false,
+            ..ForgetOptions::default()
         },
         work: work.0.clone(),
+        placement: Placement::Random,
         criteria: Criteria {
             min_original_asr: 0.5,
             ..Criteria::default()

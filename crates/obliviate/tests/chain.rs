@@ -113,6 +113,7 @@ fn resume_after_a_crash_gives_the_uninterrupted_chain() {
         &data,
         ModelKind::MlpSmall,
         cfg,
+        None,
         &Default::default(),
         &mut NoProgress,
     );
@@ -153,6 +154,7 @@ fn a_run_refuses_other_data_and_parameters_of_another_model() {
         &data,
         ModelKind::MlpSmall,
         tiny_cfg(2),
+        None,
         &device,
         &mut NoProgress,
     )

@@ -17,7 +17,7 @@ fn exact() -> ForgetOptions {
     ForgetOptions {
         stop: StopRule::Fit { epsilon: 0.0 },
         min_points: 3,
-        skip_missing: false,
+        ..ForgetOptions::default()
     }
 }
 

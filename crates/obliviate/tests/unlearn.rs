@@ -19,7 +19,7 @@ fn exact() -> ForgetOptions {
     ForgetOptions {
         stop: StopRule::Fit { epsilon: 0.0 },
         min_points: 3,
-        skip_missing: false,
+        ..ForgetOptions::default()
     }
 }
 
@@ -27,7 +27,16 @@ fn quick() -> ForgetOptions {
     ForgetOptions {
         stop: StopRule::Fit { epsilon: 1e-5 },
         min_points: 3,
-        skip_missing: false,
+        ..ForgetOptions::default()
+    }
+}
+
+/// A rule that ends a segment one block after its last affected block: segments on demand.
+fn eager() -> ForgetOptions {
+    ForgetOptions {
+        stop: StopRule::Relative { rho: 10.0 },
+        min_points: 1,
+        ..ForgetOptions::default()
     }
 }
 
@@ -102,8 +111,7 @@ fn deleting_nothing_leaves_zero_residuals_and_the_same_model() {
         &chain,
         &data,
         &BTreeSet::new(),
-        3,
-        3,
+        &BTreeSet::from([3]),
         &exact(),
         &Default::default(),
         &mut NoProgress,
@@ -140,12 +148,14 @@ fn a_crash_at_any_write_leaves_the_old_chain_or_the_new_one() {
     let (reference, run) = (Tmp::new("crash-ref"), Tmp::new("crash-run"));
     train_tiny(&reference.0, &data, ModelKind::MlpSmall, tiny_cfg(6));
     train_tiny(&run.0, &data, ModelKind::MlpSmall, tiny_cfg(6));
+    // Ids in blocks 2 and 11 with a rule that stops at once: two segments and a stitched gap.
     let ids = {
         let m = Chain::open(&run.0).unwrap().into_manifest();
-        vec![m.blocks[6].ids[2], m.blocks[7].ids[0]]
+        vec![m.blocks[1].ids[2], m.blocks[10].ids[0]]
     };
     let old = state(&run.0);
-    let done = forget_in(&reference.0, &data, &ids, &quick()).unwrap();
+    let done = forget_in(&reference.0, &data, &ids, &eager()).unwrap();
+    assert_eq!(done.segments.len(), 2, "{:?}", done.segments);
     let new = state(&reference.0);
     assert_eq!(new.0, old.0 + 1);
     assert_eq!(new.2, 1);
@@ -153,7 +163,7 @@ fn a_crash_at_any_write_leaves_the_old_chain_or_the_new_one() {
     for n in 1.. {
         // Fail at the n-th event: every file write (before and after its rename) and the ledger append.
         atomic::arm("", n);
-        let r = forget_in(&run.0, &data, &ids, &quick());
+        let r = forget_in(&run.0, &data, &ids, &eager());
         let fired = !atomic::disarm();
         let now = state(&run.0);
         if fired {
@@ -442,4 +452,85 @@ fn a_missing_ledger_row_is_reported() {
         e.contains("2 committed request(s)") && e.contains("1 matching row"),
         "{e}"
     );
+}
+
+#[test]
+fn segments_retrain_around_each_affected_block_and_keep_the_stored_increments_between() {
+    let data = tiny_data();
+    let run = Tmp::new("segments");
+    train_tiny(&run.0, &data, ModelKind::MlpSmall, tiny_cfg(15));
+    let before = Chain::open(&run.0).unwrap().into_manifest();
+    let ids = [
+        before.blocks[1].ids[0],
+        before.blocks[2].ids[3],
+        before.blocks[8].ids[1],
+    ];
+    let r = forget_in(&run.0, &data, &ids, &eager()).unwrap();
+    // Blocks 2 and 3 meet (one segment, stopping one block after 3); block 9 starts another.
+    let spans: Vec<(usize, usize, usize)> = r
+        .segments
+        .iter()
+        .map(|s| (s.first_block, s.last_affected, s.stop_block))
+        .collect();
+    assert_eq!(spans, [(2, 3, 4), (9, 9, 10)]);
+    assert_eq!(r.blocks_retrained, 5);
+    assert_eq!(r.residuals.len(), 5);
+    let after = Chain::open(&run.0).unwrap();
+    after.verify().unwrap();
+    for (i, (a, b)) in after
+        .manifest()
+        .blocks
+        .iter()
+        .zip(&before.blocks)
+        .enumerate()
+    {
+        let retrained = matches!(i + 1, 2..=4 | 9..=10);
+        assert_eq!(
+            a.delta != b.delta,
+            retrained,
+            "block {}: retrained blocks hold δ', the others the stored δ",
+            i + 1
+        );
+    }
+}
+
+#[test]
+fn a_request_inside_one_block_is_the_same_segmented_or_as_one_span() {
+    let data = tiny_data();
+    let (a, b) = (Tmp::new("one-block-a"), Tmp::new("one-block-b"));
+    train_tiny(&a.0, &data, ModelKind::MlpSmall, tiny_cfg(16));
+    train_tiny(&b.0, &data, ModelKind::MlpSmall, tiny_cfg(16));
+    let m = Chain::open(&a.0).unwrap().into_manifest();
+    let ids = [m.blocks[4].ids[0], m.blocks[4].ids[7]];
+    let single = ForgetOptions {
+        segments: obliviate::unlearn::Segmentation::Single,
+        ..eager()
+    };
+    let ra = forget_in(&a.0, &data, &ids, &eager()).unwrap();
+    let rb = forget_in(&b.0, &data, &ids, &single).unwrap();
+    assert_eq!(ra.segments.len(), 1);
+    assert_eq!(ra.model_sha256, rb.model_sha256);
+    assert_eq!(chain_files(&a.0), chain_files(&b.0));
+}
+
+#[test]
+fn one_span_does_not_stop_before_the_last_affected_block() {
+    let data = tiny_data();
+    let run = Tmp::new("single-span");
+    train_tiny(&run.0, &data, ModelKind::MlpSmall, tiny_cfg(17));
+    let m = Chain::open(&run.0).unwrap().into_manifest();
+    let single = ForgetOptions {
+        segments: obliviate::unlearn::Segmentation::Single,
+        ..eager()
+    };
+    let r = forget_in(
+        &run.0,
+        &data,
+        &[m.blocks[1].ids[0], m.blocks[8].ids[0]],
+        &single,
+    )
+    .unwrap();
+    assert_eq!(r.segments.len(), 1);
+    assert_eq!((r.first_block, r.stop_block), (2, 10));
+    assert_eq!(r.blocks_retrained, 9);
 }

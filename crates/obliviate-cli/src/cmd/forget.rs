@@ -1,11 +1,13 @@
 //! `obliviate forget`: one deletion request, committed atomically.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use obliviate::chain::Chain;
 use obliviate::report::plot::{Format, ResidualSeries, residuals};
+use obliviate::unlearn::ForgetReport;
 
 use crate::args::{Env, IdArgs, StopArgs};
 use crate::backend::on_backend;
@@ -26,6 +28,19 @@ pub struct Forget {
     /// Write a residual-memory plot (.png or .svg) to this new file, outside the run folder.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Skip measuring the unlearned model's test accuracy (reporting only; saves a pass over
+    /// the test set).
+    #[arg(long)]
+    no_eval: bool,
+}
+
+/// The report, and what the user waited for.
+#[derive(serde::Serialize)]
+struct Out<'a> {
+    #[serde(flatten)]
+    report: &'a ForgetReport,
+    /// Seconds of the whole command, from its start: loading data, forgetting, evaluating.
+    wall_seconds: f64,
 }
 
 /// Refuses a plot path before anything is forgotten: it must name a new .png or .svg file in
@@ -58,13 +73,14 @@ fn check_plot_path(plot: &Path, run: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn run(a: &Forget, env: &Env) -> Result<()> {
-    let ids = a.ids.read()?;
-    let opts = a.stop.options(a.skip_missing)?;
+pub fn run(a: &Forget, env: &Env, started: Instant) -> Result<()> {
+    let mut opts = a.stop.options(a.skip_missing)?;
+    opts.evaluate = !a.no_eval;
     if let Some(p) = &a.plot {
         check_plot_path(p, &a.run)?;
     }
     let mut chain = Chain::open_mut(&a.run)?;
+    let ids = a.ids.read(chain.manifest().groups.as_ref())?;
     let data = chain.load_data(env.data_dir.as_deref())?;
     let mut bars = Bars::new(env);
     let r = on_backend!(env, B, device => obliviate::unlearn::forget::<B>(&mut chain, &data, &ids, &opts, &device, &mut bars)?);
@@ -84,7 +100,11 @@ pub fn run(a: &Forget, env: &Env) -> Result<()> {
         }
         None => Ok(None),
     };
-    emit(env, &r, || {
+    let out = Out {
+        report: &r,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    };
+    emit(env, &out, || {
         outln!(
             "request {}: forgot {} id(s){}",
             r.request,
@@ -106,9 +126,21 @@ pub fn run(a: &Forget, env: &Env) -> Result<()> {
             r.stop_rule
         );
         outln!(
-            "  blocks retrained         {} of {blocks}",
-            r.blocks_retrained
+            "  blocks retrained         {} of {blocks}, in {} segment(s)",
+            r.blocks_retrained,
+            r.segments.len()
         );
+        for s in &r.segments {
+            outln!(
+                "    blocks {}..={} (last affected {}), {} rule, r {:.3e} .. {:.3e}",
+                s.first_block,
+                s.stop_block,
+                s.last_affected,
+                s.stop_reason,
+                s.residuals.first().unwrap_or(&0.0),
+                s.residuals.last().unwrap_or(&0.0)
+            );
+        }
         if let Some(f) = r.fit {
             outln!(
                 "  fit (per parameter)      y = {:.4e}·x^(-{:.3}) + {:.4e}",
@@ -122,11 +154,14 @@ pub fn run(a: &Forget, env: &Env) -> Result<()> {
             r.residuals.first().unwrap_or(&0.0),
             r.residuals.last().unwrap_or(&0.0)
         );
-        outln!("  seconds                  {:.2}", r.seconds);
         outln!(
-            "  test accuracy            {:.2} %",
-            100.0 * r.test_accuracy
+            "  seconds                  {:.2} (whole command {:.2})",
+            r.seconds,
+            out.wall_seconds
         );
+        if let Some(acc) = r.test_accuracy {
+            outln!("  test accuracy            {:.2} %", 100.0 * acc);
+        }
         outln!("  model sha256             {}", r.model_sha256);
         if let Ok(Some(p)) = &plotted {
             outln!("  plot                     {}", p.display());

@@ -44,6 +44,8 @@ struct InfoReport<'a> {
     train_seconds: f64,
     generation: u64,
     requests: usize,
+    /// User groups the placement kept together (0: placed without groups).
+    groups: usize,
     model_sha256: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     block_ids: Option<Vec<&'a [u64]>>,
@@ -73,6 +75,7 @@ pub fn run(a: &Info, env: &Env) -> Result<()> {
         train_seconds: m.train_seconds,
         generation: m.generation,
         requests,
+        groups: m.groups.as_ref().map_or(0, |g| g.members.len()),
         model_sha256: m.model_file.as_ref().map(|f| f.sha256.as_str()),
         block_ids: a
             .ids
@@ -115,6 +118,13 @@ pub fn run(a: &Info, env: &Env) -> Result<()> {
             c.seed
         );
         outln!("bytes        {}", r.bytes_on_disk);
+        if let Some(g) = &m.groups {
+            outln!(
+                "groups       {} placed together ({} late)",
+                g.members.len(),
+                g.late.len()
+            );
+        }
         if let Some(acc) = m.test_accuracy {
             outln!("accuracy     {:.2} %", 100.0 * acc);
         }

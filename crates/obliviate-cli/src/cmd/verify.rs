@@ -8,7 +8,7 @@ use obliviate::data::backdoor::Trigger;
 use obliviate::experiments::backdoor::{BackdoorSettings, Criteria, verify_backdoor};
 use obliviate::model::ModelKind;
 
-use crate::args::{Env, StopArgs, TrainArgs};
+use crate::args::{Env, PlacementArg, StopArgs, TrainArgs};
 use crate::backend::on_backend;
 use crate::output::{Bars, emit, outln};
 
@@ -18,7 +18,7 @@ pub enum Verify {
     /// Train with a backdoored user, forget them, retrain without them; compare attack success.
     /// Exit code 0 = pass, 2 = fail. Defaults (a setting that plants the backdoor on the
     /// bundled data): lenet5 on mnist-mini, 100 blocks × 4 epochs, batch 32, Adam lr 0.002
-    /// decaying to ×0.05, user = 3 % of the training set.
+    /// decaying to ×0.05, user = 3 % of the training set spread over the chain.
     Backdoor(Backdoor),
 }
 
@@ -41,6 +41,10 @@ pub struct Backdoor {
     /// Class the trigger maps to.
     #[arg(long, default_value_t = 0)]
     target: u16,
+    /// Where the user's samples go: spread like any samples, together at a seeded position, or
+    /// together in the last blocks (a user likely to leave).
+    #[arg(long, default_value = "random")]
+    placement: PlacementArg,
     /// Folder for the two runs.
     #[arg(long, default_value = "backdoor-runs")]
     work: PathBuf,
@@ -63,6 +67,7 @@ pub fn run(v: &Verify, env: &Env) -> Result<bool> {
         fraction: b.fraction,
         trigger: trigger.checked(&data)?,
         opts: b.stop.options(false)?,
+        placement: b.placement.0,
         work: b.work.clone(),
         criteria: Criteria::default(),
     };
@@ -97,11 +102,18 @@ pub fn run(v: &Verify, env: &Env) -> Result<bool> {
         }
         outln!();
         outln!(
-            "forget: blocks {}..={} retrained ({} of {}), {:.1} s; retrain {:.1} s",
+            "user placed {}: in {} of {} blocks",
+            r.placement.name(),
+            r.user_blocks,
+            cfg.blocks
+        );
+        outln!(
+            "forget: blocks {}..={} retrained ({} of {}, {} segment(s)), {:.1} s; retrain {:.1} s",
             r.forget.first_block,
             r.forget.stop_block,
             r.forget.blocks_retrained,
             cfg.blocks,
+            r.forget.segments.len(),
             r.forget.seconds,
             r.retrain_seconds
         );

@@ -51,7 +51,7 @@ pub fn train<B: AutodiffBackend>(
     device: &B::Device,
     progress: &mut dyn Progress,
 ) -> Result<(ParamSet, UpdateLog)> {
-    let blocks = block_split(data, &cfg, &[])?;
+    let blocks = block_split(data, &cfg, &[], None)?;
     let (theta, opt) = BlockTrainer::<B>::initial(data, kind, &cfg, device)?;
     let mut prev = flat(&theta);
     let mut trainer = BlockTrainer::<B>::new(data, kind, cfg, theta, &opt, 0, device)?;

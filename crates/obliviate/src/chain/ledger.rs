@@ -54,6 +54,24 @@ pub struct PowerLaw {
     pub h: f64,
 }
 
+/// One segment of a request: blocks `first_block..=stop_block` retrained, the last of the
+/// request's affected blocks among them being `last_affected`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Where retraining (re)started.
+    pub first_block: usize,
+    /// The segment's last affected block.
+    pub last_affected: usize,
+    /// Where it stopped.
+    pub stop_block: usize,
+    /// ‖δ_k − δ'_k‖₁ for k = first_block..=stop_block.
+    pub residuals: Vec<f64>,
+    /// The fit the rule used at the stop (per parameter), if any.
+    pub fit: Option<PowerLaw>,
+    /// Why it stopped.
+    pub stop_reason: StopReason,
+}
+
 /// A committed forget request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
@@ -77,12 +95,15 @@ pub struct Request {
     pub residuals_l2: Vec<f64>,
     /// Power-law fit at the stop (when the fit rule was used and a fit existed).
     pub fit: Option<PowerLaw>,
-    /// Why retraining stopped.
+    /// Why the last segment stopped.
     pub stop_rule: StopReason,
+    /// The segments (absent in rows written before segmented forgetting: one span).
+    #[serde(default)]
+    pub segments: Vec<Segment>,
     /// Wall-clock seconds of the request.
     pub seconds: f64,
-    /// Test accuracy of the unlearned model.
-    pub test_accuracy: f64,
+    /// Test accuracy of the unlearned model, when it was measured.
+    pub test_accuracy: Option<f64>,
     /// SHA-256 of the unlearned model file.
     pub model_sha256: String,
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::DatasetRecord;
+use crate::data::{DatasetRecord, Groups};
 use crate::model::ModelKind;
 use crate::optim::OptimConfig;
 use crate::store::FileRef;
@@ -122,6 +122,10 @@ pub struct Manifest {
     pub test_accuracy: Option<f64>,
     /// Wall-clock seconds of the initial training (all sessions of a resumed run).
     pub train_seconds: f64,
+    /// User groups the placement kept together, resolvable by name in forget requests
+    /// (absent for runs placed without groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Groups>,
     /// SHA-256 of this manifest serialised with an empty `checksum` (detects edits and bit rot).
     #[serde(default)]
     pub checksum: String,
@@ -129,8 +133,9 @@ pub struct Manifest {
 
 impl Manifest {
     /// The manifest of a run about to be trained on `blocks` (ids per block, in training
-    /// order); `deleted` lists ids left out from the start (a retrain of a run that forgot
-    /// them). θ_0 and o_0 are filled in by [`super::Chain::create`].
+    /// order, placed with `groups` if given); `deleted` lists ids left out from the start (a
+    /// retrain of a run that forgot them). θ_0 and o_0 are filled in by
+    /// [`super::Chain::create`].
     pub fn new(
         dataset: DatasetRecord,
         model: ModelKind,
@@ -138,6 +143,7 @@ impl Manifest {
         backend: String,
         blocks: Vec<Vec<u64>>,
         deleted: Vec<u64>,
+        groups: Option<Groups>,
     ) -> Manifest {
         let unset = FileRef {
             file: String::new(),
@@ -168,6 +174,7 @@ impl Manifest {
             model_file: None,
             test_accuracy: None,
             train_seconds: 0.0,
+            groups,
             checksum: String::new(),
         }
     }
@@ -194,19 +201,18 @@ impl Manifest {
             })
     }
 
-    /// The next generation: blocks `first..` take `files`, `removed` leaves every block and
-    /// joins `deleted`, and `model` is served.
+    /// The next generation: each retrained block takes its `files`, `removed` leaves every
+    /// block and joins `deleted`, and `model` is served.
     pub(crate) fn record_forget(
         &mut self,
-        first: usize,
-        files: Vec<BlockFiles>,
+        files: Vec<(usize, BlockFiles)>,
         removed: &BTreeSet<u64>,
         model: FileRef,
-        test_accuracy: f64,
+        test_accuracy: Option<f64>,
     ) -> crate::Result<()> {
         let generation = self.next_generation()?;
-        for (k, f) in files.into_iter().enumerate() {
-            self.set_block(first + k, f);
+        for (block, f) in files {
+            self.set_block(block, f);
         }
         for rec in &mut self.blocks {
             rec.ids.retain(|id| !removed.contains(id));
@@ -215,7 +221,7 @@ impl Manifest {
         self.deleted.sort_unstable();
         self.deleted.dedup();
         self.model_file = Some(model);
-        self.test_accuracy = Some(test_accuracy);
+        self.test_accuracy = test_accuracy;
         self.generation = generation;
         Ok(())
     }

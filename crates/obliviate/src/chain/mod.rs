@@ -291,19 +291,18 @@ impl Chain {
         Ok(())
     }
 
-    /// Commits a forget request as generation g + 1: blocks `first..` take the retrained
-    /// `files` (written under g + 1), `removed` leaves every block and joins the forgotten ids,
-    /// and `model` becomes the served model. Then removes what only generation g referenced.
+    /// Commits a forget request as generation g + 1: the retrained blocks take their `files`
+    /// (written under g + 1), `removed` leaves every block and joins the forgotten ids, and
+    /// `model` becomes the served model. Then removes what only generation g referenced.
     pub fn commit_forget(
         &mut self,
-        first: usize,
-        files: Vec<BlockFiles>,
+        files: Vec<(usize, BlockFiles)>,
         removed: &BTreeSet<u64>,
         model: FileRef,
-        test_accuracy: f64,
+        test_accuracy: Option<f64>,
     ) -> Result<()> {
         self.manifest
-            .record_forget(first, files, removed, model, test_accuracy)?;
+            .record_forget(files, removed, model, test_accuracy)?;
         self.commit()?;
         self.collect_garbage()
     }

@@ -6,6 +6,7 @@
 pub mod backdoor;
 pub mod cifar;
 pub mod fetch;
+mod groups;
 pub mod idx;
 pub mod mat;
 mod origin;
@@ -13,6 +14,7 @@ pub mod purchase;
 pub mod split;
 pub mod svhn;
 
+pub use groups::Groups;
 pub use origin::{DataOrigin, DatasetRecord};
 
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@ use std::path::Path;
 use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
-use super::backdoor::{BackdoorSettings, Criteria, verify_backdoor_models};
+use super::backdoor::{BackdoorSettings, Criteria, Placement, verify_backdoor_models};
 use super::{Say, Setup, fresh_folder, load_dataset};
 use crate::audit::mia::mia;
 use crate::audit::outputs_of;
@@ -32,6 +32,8 @@ pub struct AuditSettings {
     pub fraction: f64,
     /// Pass thresholds of the backdoor verification.
     pub criteria: Criteria,
+    /// Where the user's samples go.
+    pub placement: Placement,
 }
 
 /// Membership inference against one model.
@@ -112,6 +114,7 @@ pub fn run<B: AutodiffBackend>(
                 opts: s.opts,
                 work: work.clone(),
                 criteria: settings.criteria,
+                placement: settings.placement,
             };
             let (r, models) =
                 verify_backdoor_models::<B>(&data, &settings, device, &mut NoProgress)?;

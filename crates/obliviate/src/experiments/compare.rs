@@ -278,7 +278,7 @@ pub fn run<B: AutodiffBackend>(
             fresh_folder(&w)?;
             // Training of every method that needs preparation.
             let base = w.join("do-base");
-            let trained = train::<B>(&base, &data, s.kind, cfg, device, &mut NoProgress)?;
+            let trained = train::<B>(&base, &data, s.kind, cfg, None, device, &mut NoProgress)?;
             let base_chain = Chain::open(&base)?;
             let original = base_chain.served()?;
             let t = Instant::now();

@@ -84,7 +84,7 @@ pub fn run<B: AutodiffBackend>(
         cfg.blocks,
         cfg.epochs_per_block
     ));
-    let trained = train::<B>(&run, &data, MODEL, cfg, device, progress)?;
+    let trained = train::<B>(&run, &data, MODEL, cfg, None, device, progress)?;
     let opts = ForgetOptions::default();
     let mut reports = Vec::new();
     let mut state = mix(seed ^ 0xdead_beef);
@@ -103,7 +103,7 @@ pub fn run<B: AutodiffBackend>(
             r.stop_block,
             r.blocks_retrained,
             r.seconds,
-            100.0 * r.test_accuracy
+            100.0 * r.test_accuracy.unwrap_or(f64::NAN)
         ));
         reports.push(r);
     }

@@ -93,7 +93,7 @@ pub fn run<B: AutodiffBackend>(
             let cfg = s.cfg_for(seed);
             let base = s.work.join(format!("{name}-s{seed}-base"));
             fresh_folder(&base)?;
-            let trained = train::<B>(&base, &data, s.kind, cfg, device, &mut NoProgress)?;
+            let trained = train::<B>(&base, &data, s.kind, cfg, None, device, &mut NoProgress)?;
             say(&format!(
                 "{name} seed {seed}: trained in {:.1} s, accuracy {:.2} %",
                 trained.train_seconds(),
@@ -119,14 +119,14 @@ pub fn run<B: AutodiffBackend>(
                     r.seconds,
                     retrain_s,
                     retrain_s / r.seconds,
-                    100.0 * r.test_accuracy,
+                    100.0 * r.test_accuracy.unwrap_or(f64::NAN),
                     100.0 * g.test_accuracy
                 ));
                 rows.push(UnlearnRow {
                     seed,
                     ids: n,
                     original: trained.test_accuracy,
-                    unlearned: r.test_accuracy,
+                    unlearned: r.test_accuracy.unwrap_or(f64::NAN),
                     retrained: g.test_accuracy,
                     blocks_retrained: r.blocks_retrained,
                     forget_seconds: r.seconds,
@@ -148,7 +148,7 @@ pub fn run<B: AutodiffBackend>(
                     sequence.push(SequenceStep {
                         id,
                         seconds: r.seconds,
-                        accuracy: r.test_accuracy,
+                        accuracy: r.test_accuracy.unwrap_or(f64::NAN),
                         blocks_retrained: r.blocks_retrained,
                     });
                 }

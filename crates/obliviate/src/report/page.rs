@@ -161,7 +161,7 @@ pub fn write_report<B: AutodiffBackend>(
                     (r.stop_block - r.first_block + 1).to_string(),
                     r.stop_rule.to_string(),
                     format!("{:.2}", r.seconds),
-                    pct(r.test_accuracy),
+                    r.test_accuracy.map_or("-".into(), pct),
                     r.model_sha256[..12.min(r.model_sha256.len())].to_string(),
                 ]
             })
@@ -173,7 +173,7 @@ pub fn write_report<B: AutodiffBackend>(
         "unlearned (after each request)".to_string(),
         requests
             .iter()
-            .map(|r| (r.id as f64, 100.0 * r.test_accuracy))
+            .filter_map(|r| Some((r.id as f64, 100.0 * r.test_accuracy?)))
             .collect::<Vec<_>>(),
     )];
     let last = requests.last().map_or(1.0, |r| r.id as f64);

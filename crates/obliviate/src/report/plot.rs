@@ -7,7 +7,7 @@ use std::sync::Once;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::chain::ledger::{PowerLaw, Request, StopReason};
+use crate::chain::ledger::{PowerLaw, Request, Segment, StopReason};
 use crate::error::{Error, Result};
 use crate::store::atomic;
 use crate::unlearn::ForgetReport;
@@ -109,30 +109,64 @@ pub struct ResidualSeries {
     pub last_block: usize,
     /// s.
     pub stop_block: usize,
-    /// r_d..r_s (L1).
-    pub residuals: Vec<f64>,
-    /// Fit at the stop, if any (fitted to residual / `scale`).
+    /// (k, r_k) of every retrained block, one run per segment.
+    pub segments: Vec<Vec<(usize, f64)>>,
+    /// Fit at the stop, if any (fitted to residual / `scale`, x = k − `fit_from`).
     pub fit: Option<PowerLaw>,
+    /// The block the fit's x counts from.
+    pub fit_from: usize,
     /// Rule that stopped retraining.
     pub stop_rule: StopReason,
     /// Parameter count the fit was normalised by.
     pub scale: f64,
 }
 
+/// The (k, r_k) runs of `segments`, or of one span from `first` when a row predates segments.
+fn runs(segments: &[Segment], first: usize, residuals: &[f64]) -> Vec<Vec<(usize, f64)>> {
+    if segments.is_empty() {
+        return vec![
+            residuals
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| (first + i, r))
+                .collect(),
+        ];
+    }
+    segments
+        .iter()
+        .map(|s| {
+            s.residuals
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| (s.first_block + i, r))
+                .collect()
+        })
+        .collect()
+}
+
 impl ResidualSeries {
     /// From a fresh forget report.
     pub fn from_report(r: &ForgetReport, scale: f64) -> Self {
-        ResidualSeries {
-            request: r.request,
-            ids: r.ids.len(),
-            first_block: r.first_block,
-            last_block: r.last_block,
-            stop_block: r.stop_block,
-            residuals: r.residuals.clone(),
-            fit: r.fit,
-            stop_rule: r.stop_rule,
+        Self::from_request(
+            &Request {
+                id: r.request,
+                generation: 0,
+                created_unix: 0,
+                ids: r.ids.clone(),
+                first_block: r.first_block,
+                last_block: r.last_block,
+                stop_block: r.stop_block,
+                residuals_l1: r.residuals.clone(),
+                residuals_l2: Vec::new(),
+                fit: r.fit,
+                stop_rule: r.stop_rule,
+                segments: r.segments.clone(),
+                seconds: r.seconds,
+                test_accuracy: r.test_accuracy,
+                model_sha256: String::new(),
+            },
             scale,
-        }
+        )
     }
     /// From a ledger row.
     pub fn from_request(r: &Request, scale: f64) -> Self {
@@ -142,8 +176,10 @@ impl ResidualSeries {
             first_block: r.first_block,
             last_block: r.last_block,
             stop_block: r.stop_block,
-            residuals: r.residuals_l1.clone(),
+            segments: runs(&r.segments, r.first_block, &r.residuals_l1),
             fit: r.fit,
+            // Rows before segments fitted from the first affected block.
+            fit_from: r.segments.last().map_or(r.first_block, |s| s.last_affected),
             stop_rule: r.stop_rule,
             scale,
         }
@@ -165,13 +201,18 @@ pub fn draw_residuals<DB: DrawingBackend>(
     let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
     root.fill(&WHITE).map_err(e)?;
     let d = r.first_block as f64;
-    let pts: Vec<(f64, f64)> = r
-        .residuals
+    let runs: Vec<Vec<(f64, f64)>> = r
+        .segments
         .iter()
-        .enumerate()
-        .map(|(i, &y)| (d + i as f64, y))
+        .map(|run| run.iter().map(|&(k, y)| (k as f64, y)).collect())
         .collect();
-    let ymax = pts.iter().map(|p| p.1).fold(0.0f64, f64::max).max(1e-12) * 1.1;
+    let ymax = runs
+        .iter()
+        .flatten()
+        .map(|p| p.1)
+        .fold(0.0f64, f64::max)
+        .max(1e-12)
+        * 1.1;
     let x0 = d - 0.5;
     let x1 = (r.stop_block as f64 + 0.5).max(x0 + 1.0);
     let mut chart = ChartBuilder::on(root)
@@ -195,20 +236,26 @@ pub fn draw_residuals<DB: DrawingBackend>(
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(e)?;
-    chart
-        .draw_series(LineSeries::new(pts.iter().copied(), BLUE.stroke_width(2)))
-        .map_err(e)?
-        .label("residual r_k")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
-    chart
-        .draw_series(pts.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))
-        .map_err(e)?;
+    for (i, pts) in runs.iter().enumerate() {
+        let series = chart
+            .draw_series(LineSeries::new(pts.iter().copied(), BLUE.stroke_width(2)))
+            .map_err(e)?;
+        if i == 0 {
+            series
+                .label(format!("residual r_k ({} segment(s))", runs.len()))
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+        }
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))
+            .map_err(e)?;
+    }
     if let Some(f) = r.fit {
-        // The fit uses x = k − d for blocks after d, on residuals divided by the parameter count.
+        // The fit uses x = k − fit_from, on residuals divided by the parameter count.
+        let from = r.fit_from as f64;
         let curve: Vec<(f64, f64)> = (0..=200)
             .map(|i| {
-                let k = d + 1.0 + (x1 - d - 1.0).max(0.0) * i as f64 / 200.0;
-                let x = k - d;
+                let k = from + 1.0 + (x1 - from - 1.0).max(0.0) * i as f64 / 200.0;
+                let x = k - from;
                 (k, ((f.a * x.powf(-f.h) + f.b) * r.scale).clamp(0.0, ymax))
             })
             .collect();

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{BlockTrainer, Progress, backend_name, test_accuracy};
 use crate::chain::{Chain, Manifest, TrainConfig};
-use crate::data::{Dataset, DatasetRecord, split};
+use crate::data::{Dataset, DatasetRecord, Groups, split};
 use crate::error::Result;
 use crate::model::ModelKind;
 use crate::store::atomic;
@@ -43,8 +43,14 @@ impl TrainSummary {
 const COMMIT_EVERY: Duration = Duration::from_secs(2);
 
 /// The seeded, class-stratified split of `data`'s training ids into `cfg.blocks` blocks, leaving
-/// out `without` (ascending): the block order every method trained "like the chain" uses.
-pub fn block_split(data: &Dataset, cfg: &TrainConfig, without: &[u64]) -> Result<Vec<Vec<u64>>> {
+/// out `without` (ascending) and keeping each of `groups` in consecutive blocks: the block
+/// order every method trained "like the chain" uses.
+pub fn block_split(
+    data: &Dataset,
+    cfg: &TrainConfig,
+    without: &[u64],
+    groups: Option<&Groups>,
+) -> Result<Vec<Vec<u64>>> {
     let (ids, labels): (Vec<u64>, Vec<u16>) = data
         .train
         .ids
@@ -53,21 +59,37 @@ pub fn block_split(data: &Dataset, cfg: &TrainConfig, without: &[u64]) -> Result
         .filter(|(id, _)| without.binary_search(id).is_err())
         .map(|(&i, &l)| (i, l))
         .unzip();
-    split::stratified(&ids, &labels, cfg.blocks, cfg.seed)
+    match groups {
+        Some(g) => split::grouped(&ids, &labels, cfg.blocks, cfg.seed, g),
+        None => split::stratified(&ids, &labels, cfg.blocks, cfg.seed),
+    }
 }
 
-/// Trains a new chain in `dir` (absent or empty) on `data`; the run records how `data` derives
-/// from the canonical files, so later commands rebuild the same data.
+/// Trains a new chain in `dir` (absent or empty) on `data`, placing each of `groups` in
+/// consecutive blocks; the run records how `data` derives from the canonical files (and the
+/// groups), so later commands rebuild the same data and resolve group names.
 pub fn train<B: AutodiffBackend>(
     dir: &Path,
     data: &Dataset,
     kind: ModelKind,
     cfg: TrainConfig,
+    groups: Option<&Groups>,
     device: &B::Device,
     progress: &mut dyn Progress,
 ) -> Result<TrainSummary> {
-    let blocks = block_split(data, &cfg, &[])?;
-    create_and_train::<B>(dir, data, kind, cfg, blocks, Vec::new(), device, progress)
+    let blocks = block_split(data, &cfg, &[], groups)?;
+    let groups = groups.cloned();
+    create_and_train::<B>(
+        dir,
+        data,
+        kind,
+        cfg,
+        blocks,
+        Vec::new(),
+        groups,
+        device,
+        progress,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -78,6 +100,7 @@ fn create_and_train<B: AutodiffBackend>(
     cfg: TrainConfig,
     blocks: Vec<Vec<u64>>,
     deleted: Vec<u64>,
+    groups: Option<Groups>,
     device: &B::Device,
     progress: &mut dyn Progress,
 ) -> Result<TrainSummary> {
@@ -91,6 +114,7 @@ fn create_and_train<B: AutodiffBackend>(
         backend_name::<B>(),
         blocks,
         deleted,
+        groups,
     );
     let mut chain = Chain::create(dir, manifest, &theta0, &opt0)?;
     continue_training::<B>(&mut chain, data, device, progress, start)
@@ -133,7 +157,7 @@ pub fn retrain<B: AutodiffBackend>(
         None => (m.config, m.blocks.iter().map(|b| b.ids.clone()).collect()),
         Some(seed) => {
             let cfg = TrainConfig { seed, ..m.config };
-            (cfg, block_split(data, &cfg, &m.deleted)?)
+            (cfg, block_split(data, &cfg, &m.deleted, m.groups.as_ref())?)
         }
     };
     create_and_train::<B>(
@@ -143,6 +167,7 @@ pub fn retrain<B: AutodiffBackend>(
         cfg,
         blocks,
         m.deleted.clone(),
+        m.groups.clone(),
         device,
         progress,
     )

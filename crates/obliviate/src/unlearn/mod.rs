@@ -1,5 +1,11 @@
 //! Forgetting: retrain from the first affected block, measure residual memory, stop when it has
 //! decayed, stitch the stored increments back on, and commit atomically.
+//!
+//! A request whose ids fall in blocks d_1 < d_2 < … is carried out in segments: a segment
+//! retrains from d_j until the stop rule says the memory of its affected blocks has decayed
+//! (an affected block reached on the way joins the segment), the stored increments up to the
+//! next affected block are stitched onto the retrained model, and the next segment restarts
+//! there from the stored optimizer state. ARCHITECTURE.md argues when this is sound.
 
 pub mod fit;
 mod stop;
@@ -10,25 +16,41 @@ use std::time::Instant;
 use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
-pub use stop::{StopDecision, StopRule, decide};
+pub use stop::{Series, StopDecision, StopRule, decide};
 
 use crate::chain::ledger::{Ledger, Request};
-pub use crate::chain::ledger::{PowerLaw, StopReason};
+pub use crate::chain::ledger::{PowerLaw, Segment, StopReason};
 use crate::chain::{BlockFiles, Chain};
 use crate::data::Dataset;
 use crate::error::{Error, Result, invalid};
 use crate::params::ParamSet;
 use crate::train::{BlockTrainer, Progress, test_accuracy};
 
+/// How the affected blocks of a request are retrained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Segmentation {
+    /// A segment per run of affected blocks the stop rule cannot bridge (the default).
+    #[default]
+    Segmented,
+    /// One span from the first affected block through at least the last (the method as
+    /// published; for comparison).
+    Single,
+}
+
 /// How a forget request is carried out.
 #[derive(Debug, Clone, Copy)]
 pub struct ForgetOptions {
-    /// When to stop retraining after the last affected block.
+    /// When to stop retraining a segment after its last affected block.
     pub stop: StopRule,
-    /// Fewest residuals (blocks retrained) before the stop rule may fire.
+    /// Fewest residuals after a segment's last affected block before the stop rule may fire.
     pub min_points: usize,
     /// Ignore unknown or already forgotten ids instead of failing.
     pub skip_missing: bool,
+    /// Segments, or one span.
+    pub segments: Segmentation,
+    /// Measure the unlearned model's test accuracy (reporting only; costs a pass over the
+    /// test set).
+    pub evaluate: bool,
 }
 
 impl ForgetOptions {
@@ -47,14 +69,33 @@ impl ForgetOptions {
 }
 
 impl Default for ForgetOptions {
+    /// Segmented forgetting with the fit rule: stop once 90 % of the excess residual memory
+    /// has decayed, judged on at least 4 residuals after a segment's last affected block.
     fn default() -> Self {
         ForgetOptions {
-            stop: StopRule::Fit { epsilon: 1e-5 },
-            min_points: 15,
+            stop: StopRule::Fit { epsilon: 0.1 },
+            min_points: 4,
             skip_missing: false,
+            segments: Segmentation::Segmented,
+            evaluate: true,
         }
     }
 }
+
+/// The units of a report's series, named in its JSON.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Units {
+    /// What `residuals` and a segment's `residuals` hold.
+    pub residuals: &'static str,
+    /// What a `fit` is fitted to.
+    pub fit: &'static str,
+}
+
+/// The units every report uses.
+pub const UNITS: Units = Units {
+    residuals: "L1 norm of δ_k − δ'_k over all parameters",
+    fit: "per parameter: the L1 residuals after the segment's last affected block, divided by the parameter count, with x = 1 at that block + 1",
+};
 
 /// What a committed forget request did.
 #[derive(Debug, Clone, Serialize)]
@@ -65,31 +106,35 @@ pub struct ForgetReport {
     pub ids: Vec<u64>,
     /// Ids ignored by `--skip-missing`.
     pub skipped: Vec<u64>,
-    /// d.
+    /// d, the first affected block.
     pub first_block: usize,
-    /// L.
+    /// L, the last affected block.
     pub last_block: usize,
-    /// s.
+    /// s of the last segment.
     pub stop_block: usize,
-    /// s − d + 1.
+    /// Blocks retrained, over all segments.
     pub blocks_retrained: usize,
-    /// r_k = ‖δ_k − δ'_k‖₁ for k = d..=s.
+    /// The segments, in block order.
+    pub segments: Vec<Segment>,
+    /// Every retrained block's L1 residual, in block order (the segments' series joined).
     pub residuals: Vec<f64>,
-    /// ‖δ_k − δ'_k‖₂ for k = d..=s.
+    /// The same blocks' ‖δ_k − δ'_k‖₂.
     pub residuals_l2: Vec<f64>,
-    /// Fitted decay at the stop, if the fit rule was used.
+    /// The last segment's fit, if the fit rule computed one.
     pub fit: Option<PowerLaw>,
-    /// Which rule ended retraining.
+    /// Why the last segment stopped.
     pub stop_rule: StopReason,
+    /// Units of `residuals` and `fit`.
+    pub units: Units,
     /// Wall-clock seconds from opening the run to the commit, without `eval_seconds`.
     pub seconds: f64,
     /// Seconds spent measuring the unlearned model's test accuracy (reporting, not unlearning).
     pub eval_seconds: f64,
     /// Where the time went: opening and checking the run, folding θ_{d−1}, retraining, stitching
-    /// the remaining increments, and committing.
+    /// the stored increments (between segments and after the last), and committing.
     pub phases: Phases,
-    /// Test accuracy of the unlearned model.
-    pub test_accuracy: f64,
+    /// Test accuracy of the unlearned model (absent when not evaluated).
+    pub test_accuracy: Option<f64>,
     /// SHA-256 of the unlearned model file.
     pub model_sha256: String,
 }
@@ -101,9 +146,9 @@ pub struct Phases {
     pub open: f64,
     /// θ_{d−1} = θ_0 + Σ_{i<d} δ_i and o_{d−1}.
     pub restore: f64,
-    /// Retraining blocks d..=s and comparing increments.
+    /// Retraining the segments' blocks and comparing increments.
     pub retrain: f64,
-    /// θ'_s + Σ_{i>s} δ_i.
+    /// Adding stored increments: between segments and after the last one.
     pub stitch: f64,
     /// Writing the model, the ledger row and the manifest.
     pub commit: f64,
@@ -175,7 +220,7 @@ pub fn forget<B: AutodiffBackend>(
         ));
     }
     let removed: BTreeSet<u64> = ok.iter().copied().collect();
-    let blocks: BTreeSet<usize> = ok
+    let affected: BTreeSet<usize> = ok
         .iter()
         .map(|&id| {
             chain
@@ -184,17 +229,15 @@ pub fn forget<B: AutodiffBackend>(
                 .ok_or_else(|| invalid("ids", format!("id {id} is in no block")))
         })
         .collect::<Result<_>>()?;
-    let (d, l) = (*blocks.first().unwrap_or(&1), *blocks.last().unwrap_or(&1));
     chain.check_present()?;
     let mut ledger = Ledger::open(chain.dir())?;
     ledger.discard_after(chain.manifest().generation)?;
-    let (opened, first, last) = (start.elapsed().as_secs_f64(), d, l);
+    let opened = start.elapsed().as_secs_f64();
     let plan = Plan {
         ok,
         skipped,
         removed,
-        first,
-        last,
+        affected,
         generation,
         start,
         opened,
@@ -213,8 +256,7 @@ struct Plan {
     ok: Vec<u64>,
     skipped: Vec<u64>,
     removed: BTreeSet<u64>,
-    first: usize,
-    last: usize,
+    affected: BTreeSet<usize>,
     generation: u64,
     start: Instant,
     opened: f64,
@@ -234,36 +276,46 @@ fn carry_out<B: AutodiffBackend>(
         ok,
         skipped,
         removed,
-        first: d,
-        last: l,
+        affected,
         generation,
         start,
         opened,
     } = plan;
-    let replayed = replay::<B>(chain, data, &removed, d, l, opts, device, progress)?;
+    let replayed = replay::<B>(chain, data, &removed, &affected, opts, device, progress)?;
     let commit_start = Instant::now();
 
     // Commit: new files were written under the next generation; record, then switch manifest.
     let model = chain.write_model(generation, &replayed.model)?;
     let eval_start = Instant::now();
-    let acc = test_accuracy::<B>(data, chain.manifest().model, &replayed.model, device)?;
+    let acc = match opts.evaluate {
+        true => Some(test_accuracy::<B>(
+            data,
+            chain.manifest().model,
+            &replayed.model,
+            device,
+        )?),
+        false => None,
+    };
     let eval_seconds = eval_start.elapsed().as_secs_f64();
     let request = ledger
         .list(chain.manifest().generation)?
         .last()
         .map_or(1, |r| r.id + 1);
+    let last = replayed.segments.last();
     let mut report = ForgetReport {
         request,
         ids: ok,
         skipped,
-        first_block: d,
-        last_block: l,
-        stop_block: replayed.stop_block,
-        blocks_retrained: replayed.stop_block - d + 1,
+        first_block: affected.first().copied().unwrap_or(1),
+        last_block: affected.last().copied().unwrap_or(1),
+        stop_block: last.map_or(0, |s| s.stop_block),
+        blocks_retrained: replayed.files.len(),
         residuals: replayed.residuals.iter().map(|n| n.0).collect(),
         residuals_l2: replayed.residuals.iter().map(|n| n.1).collect(),
-        fit: replayed.fit,
-        stop_rule: replayed.rule,
+        fit: last.and_then(|s| s.fit),
+        stop_rule: last.map_or(StopReason::End, |s| s.stop_reason),
+        segments: replayed.segments,
+        units: UNITS,
         seconds: start.elapsed().as_secs_f64() - eval_seconds,
         eval_seconds,
         phases: Phases {
@@ -281,58 +333,60 @@ fn carry_out<B: AutodiffBackend>(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         ids: report.ids.clone(),
-        first_block: d,
-        last_block: l,
+        first_block: report.first_block,
+        last_block: report.last_block,
         stop_block: report.stop_block,
         residuals_l1: report.residuals.clone(),
         residuals_l2: report.residuals_l2.clone(),
         fit: report.fit,
         stop_rule: report.stop_rule,
+        segments: report.segments.clone(),
         seconds: report.seconds,
         test_accuracy: acc,
         model_sha256: model.sha256.clone(),
     })?;
-    chain.commit_forget(d, replayed.files, &removed, model, acc)?;
+    chain.commit_forget(replayed.files, &removed, model, acc)?;
     report.phases.commit = commit_start.elapsed().as_secs_f64() - eval_seconds;
     report.seconds = start.elapsed().as_secs_f64() - eval_seconds;
     Ok(report)
 }
 
-/// Result of retraining blocks d..=s without the removed ids.
+/// Result of retraining a request's segments without the removed ids.
 pub struct Replay {
-    /// s.
-    pub stop_block: usize,
-    /// (L1, L2) residual per retrained block.
+    /// The segments, in block order.
+    pub segments: Vec<Segment>,
+    /// (L1, L2) residual per retrained block, in block order.
     pub residuals: Vec<(f64, f64)>,
-    /// Fit at the stop.
-    pub fit: Option<PowerLaw>,
-    /// Rule that ended retraining.
-    pub rule: StopReason,
-    /// New (δ', o', step) files for blocks d..=s, written under the next generation.
-    pub files: Vec<BlockFiles>,
-    /// θ'_s + Σ_{i>s} δ_i.
+    /// New (δ', o', step) files of every retrained block, written under the next generation.
+    pub files: Vec<(usize, BlockFiles)>,
+    /// The unlearned model: the last segment's θ'_s + Σ_{i>s} δ_i.
     pub model: ParamSet,
     /// Restore, retrain and stitch seconds (open and commit are left at 0).
     pub phases: Phases,
 }
 
-/// Retrains blocks from `d` without `removed`, comparing each new increment with the stored one,
-/// until the stop rule fires (never before `l`), and stitches the rest of the chain on.
-/// With an empty `removed` every residual is exactly zero and the model is unchanged.
+/// Retrains the segments of a request removing `removed` from the `affected` blocks, comparing
+/// each new increment with the stored one, until the stop rule ends each segment (never
+/// before its last affected block), and stitches the stored increments between segments and
+/// after the last. With an empty `removed` every residual is exactly zero and the model is
+/// unchanged. The stored chain is folded alongside from the same reads and must equal the
+/// served model, or nothing is built on it.
 #[allow(clippy::too_many_arguments)]
 pub fn replay<B: AutodiffBackend>(
     chain: &Chain,
     data: &Dataset,
     removed: &BTreeSet<u64>,
-    d: usize,
-    l: usize,
+    affected: &BTreeSet<usize>,
     opts: &ForgetOptions,
     device: &B::Device,
     progress: &mut dyn Progress,
 ) -> Result<Replay> {
     let m = chain.manifest();
     let total = m.blocks.len();
-    if d == 0 || d > l || l > total {
+    let (Some(&d), Some(&l)) = (affected.first(), affected.last()) else {
+        return Err(invalid("blocks", "no affected block"));
+    };
+    if d == 0 || l > total {
         return Err(invalid("blocks", format!("first {d}, last {l} of {total}")));
     }
     let generation = m.next_generation()?;
@@ -343,18 +397,21 @@ pub fn replay<B: AutodiffBackend>(
     let mut original = theta.clone();
     let (opt, step) = chain.opt_state(d - 1)?;
     let mut trainer = BlockTrainer::<B>::new(data, m.model, m.config, theta, &opt, step, device)?;
-    let t1 = Instant::now();
+    let mut restore = t0.elapsed().as_secs_f64();
+    let mut stitch = 0.0;
     let scale = trainer.theta().numel() as f64;
     let mut residuals = Vec::new();
     let mut files = Vec::new();
-    let mut decision = StopDecision {
-        stop: false,
-        fit: None,
-        rule: StopReason::End,
-    };
+    let mut segments = Vec::new();
+    // The open segment: its first block, last affected block and residuals.
+    let (mut first, mut last_affected, mut series): (usize, usize, Vec<f64>) = (d, d, Vec::new());
+    // With one span, the whole request is one segment that may not stop before L.
+    let single = opts.segments == Segmentation::Single;
+    let mut retrain = 0.0;
     progress.start("retrain blocks", (total - d + 1) as u64);
     let mut k = d;
     loop {
+        let t = Instant::now();
         let rec = &m.blocks[k - 1];
         let ids: Vec<u64> = rec
             .ids
@@ -377,23 +434,72 @@ pub fn replay<B: AutodiffBackend>(
             ));
         }
         residuals.push((n.l1, n.l2));
-        files.push(chain.write_block(k, generation, &out.delta, &out.opt_state, out.step)?);
+        series.push(n.l1);
+        files.push((
+            k,
+            chain.write_block(k, generation, &out.delta, &out.opt_state, out.step)?,
+        ));
         progress.set((k - d + 1) as u64);
-        if k >= l {
-            let l1: Vec<f64> = residuals.iter().map(|r| r.0).collect();
-            decision = decide(&opts.stop, &l1, opts.min_points, scale);
-            if decision.stop {
-                break;
-            }
+        retrain += t.elapsed().as_secs_f64();
+        if affected.contains(&k) {
+            last_affected = k;
         }
-        if k == total {
-            decision.rule = StopReason::End;
-            break;
+        let must_reach = if single { l } else { last_affected };
+        let decision = if k >= must_reach {
+            decide(
+                &opts.stop,
+                Series {
+                    all: &series,
+                    after: k - last_affected,
+                },
+                opts.min_points,
+                scale,
+            )
+        } else {
+            StopDecision {
+                stop: false,
+                fit: None,
+                rule: StopReason::End,
+            }
+        };
+        let next = affected.range(k + 1..).next().copied();
+        // A segment ends when the rule fires, unless the next affected block follows at once
+        // (segments that meet merge), or at the chain's end.
+        let ends = (decision.stop && next != Some(k + 1)) || k == total;
+        if ends {
+            segments.push(Segment {
+                first_block: first,
+                last_affected,
+                stop_block: k,
+                residuals: std::mem::take(&mut series),
+                fit: decision.fit,
+                stop_reason: if decision.stop {
+                    decision.rule
+                } else {
+                    StopReason::End
+                },
+            });
+            let Some(dn) = next else {
+                break;
+            };
+            // Stitch the stored increments up to the next affected block onto the retrained
+            // model and restart there from the stored optimizer state.
+            let t = Instant::now();
+            let mut theta = trainer.theta().clone();
+            chain.fold_into_all(&mut [&mut theta, &mut original], k + 1, dn - 1)?;
+            stitch += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let (opt, step) = chain.opt_state(dn - 1)?;
+            trainer = BlockTrainer::<B>::new(data, m.model, m.config, theta, &opt, step, device)?;
+            restore += t.elapsed().as_secs_f64();
+            (first, last_affected, k) = (dn, dn, dn);
+            progress.set((k - d) as u64);
+            continue;
         }
         k += 1;
     }
     progress.finish();
-    let t2 = Instant::now();
+    let t = Instant::now();
     let mut model = trainer.theta().clone();
     chain.fold_into_all(&mut [&mut model, &mut original], k + 1, total)?;
     if !original.bit_identical(&chain.served()?) {
@@ -405,19 +511,17 @@ pub fn replay<B: AutodiffBackend>(
         });
     }
     model.check_finite("the unlearned model")?;
-    let phases = Phases {
-        restore: t1.duration_since(t0).as_secs_f64(),
-        retrain: t2.duration_since(t1).as_secs_f64(),
-        stitch: t2.elapsed().as_secs_f64(),
-        ..Phases::default()
-    };
+    stitch += t.elapsed().as_secs_f64();
     Ok(Replay {
-        phases,
-        stop_block: k,
+        segments,
         residuals,
-        fit: decision.fit,
-        rule: decision.rule,
         files,
         model,
+        phases: Phases {
+            restore,
+            retrain,
+            stitch,
+            ..Phases::default()
+        },
     })
 }

@@ -59,8 +59,16 @@ impl Drop for Tmp {
 }
 
 pub fn train_tiny(dir: &Path, data: &Dataset, kind: ModelKind, cfg: TrainConfig) -> TrainSummary {
-    obliviate::train::train::<B>(dir, data, kind, cfg, &Default::default(), &mut NoProgress)
-        .expect("training")
+    obliviate::train::train::<B>(
+        dir,
+        data,
+        kind,
+        cfg,
+        None,
+        &Default::default(),
+        &mut NoProgress,
+    )
+    .expect("training")
 }
 
 /// Every file under `dir` (relative path → bytes), skipping the lock and the manifest.

@@ -9,7 +9,7 @@ use obliviate::experiments::backdoor::Criteria;
 use serde::Serialize;
 
 use super::{BenchArgs, pm};
-use crate::args::{Env, StopArgs};
+use crate::args::{Env, PlacementArg, StopArgs};
 use crate::backend::on_backend;
 use crate::output::{emit, outln, say};
 
@@ -20,6 +20,9 @@ pub struct Audit {
     /// Share of the training set owned by the backdoored user.
     #[arg(long, default_value_t = 0.01)]
     fraction: f64,
+    /// Where the user's samples go.
+    #[arg(long, default_value = "random")]
+    placement: PlacementArg,
     #[command(flatten)]
     stop: StopArgs,
 }
@@ -34,6 +37,7 @@ pub fn run(a: &Audit, env: &Env) -> Result<()> {
         setup: a.bench.setup(&a.stop)?,
         fraction: a.fraction,
         criteria: Criteria::default(),
+        placement: a.placement.0,
     };
     let data_dir = env.data_dir.as_deref();
     let results =
