@@ -8,9 +8,9 @@ use obliviate::data::DatasetName;
 use obliviate::experiments::Setup;
 use obliviate::experiments::backdoor::Criteria;
 use obliviate::experiments::compare::{Baselines, CompareSettings, Method};
-use obliviate::experiments::unlearn::UnlearnSettings;
+use obliviate::experiments::unlearn::{Kind, UnlearnSettings};
 use obliviate::model::ModelKind;
-use obliviate::unlearn::{ForgetOptions, StopReason, StopRule};
+use obliviate::unlearn::{ForgetOptions, Segmentation, StopReason, StopRule};
 
 /// ε = 0, with the stop rule consulted from the third residual on (never stops early).
 fn exact() -> ForgetOptions {
@@ -90,6 +90,8 @@ fn unlearn_protocol_with_exact_forgetting_matches_the_retrained_accuracy() {
     let s = UnlearnSettings {
         setup: setup(&work, 2),
         requests: vec![1, 4],
+        modes: vec![Segmentation::Segmented, Segmentation::Single],
+        user_size: 50,
         sequence: 2,
     };
     let mut lines = 0;
@@ -99,13 +101,31 @@ fn unlearn_protocol_with_exact_forgetting_matches_the_retrained_accuracy() {
         })
         .unwrap();
     let r = &results[0];
-    assert_eq!(r.rows.len(), 4);
+    // Per seed: 2 sizes × 2 modes of random ids, and one user grouped and spread.
+    assert_eq!(r.rows.len(), 2 * (4 + 2));
     assert_eq!(r.sequence.len(), 2);
+    assert_eq!(r.placement.len(), 2);
     for row in &r.rows {
+        // ε = 0: every mode and placement is a retrain.
         assert_eq!(row.unlearned, row.retrained, "{row:?}");
+        assert_eq!(row.loss_unlearned, row.loss_retrained, "{row:?}");
+        assert_eq!(row.l2_unlearned, 0.0);
         assert_eq!(row.stop_rule, StopReason::End);
+        assert!(row.l2_floor > 0.0 && row.loss_floor.is_finite());
     }
-    assert_eq!(lines, 2 * 3, "a line per trained seed and per request");
+    let users: Vec<_> = r.rows.iter().filter(|x| x.kind == Kind::User).collect();
+    assert_eq!(users.len(), 4);
+    assert!(users.iter().all(|u| u.ids == 50));
+    let grouped = users.iter().find(|u| u.placement == "grouped").unwrap();
+    let spread = users.iter().find(|u| u.placement == "random").unwrap();
+    assert!(
+        grouped.affected_blocks < spread.affected_blocks,
+        "a user kept together touches fewer blocks: {} vs {}",
+        grouped.affected_blocks,
+        spread.affected_blocks
+    );
+    // A line per trained base (random and grouped) and per request.
+    assert_eq!(lines, 2 * (2 + 6));
     assert_eq!(std::fs::read_dir(&work.0).unwrap().count(), 0);
 }
 

@@ -18,8 +18,10 @@ use crate::store::sha256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StopReason {
-    /// The fitted residual-memory curve flattened below ε.
+    /// The residual decayed to ε of the last affected block's.
     Fit,
+    /// The residuals stayed below ε/4 of the stored increments.
+    Negligible,
     /// The residual fell below ρ times the first one.
     Relative,
     /// Retraining reached the last block.
@@ -31,6 +33,7 @@ impl StopReason {
     pub fn name(self) -> &'static str {
         match self {
             StopReason::Fit => "fit",
+            StopReason::Negligible => "negligible",
             StopReason::Relative => "relative",
             StopReason::End => "end",
         }

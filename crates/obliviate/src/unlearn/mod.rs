@@ -69,11 +69,12 @@ impl ForgetOptions {
 }
 
 impl Default for ForgetOptions {
-    /// Segmented forgetting with the fit rule: stop once 90 % of the excess residual memory
-    /// has decayed, judged on at least 4 residuals after a segment's last affected block.
+    /// Segmented forgetting with the fit rule at ε = 0.2: a segment stops once its residual
+    /// has decayed to a fifth of the last affected block's, or stays under 5 % of the stored
+    /// increments for 4 blocks, judged on at least 4 residuals after its last affected block.
     fn default() -> Self {
         ForgetOptions {
-            stop: StopRule::Fit { epsilon: 0.1 },
+            stop: StopRule::Fit { epsilon: 0.2 },
             min_points: 4,
             skip_missing: false,
             segments: Segmentation::Segmented,
@@ -403,8 +404,10 @@ pub fn replay<B: AutodiffBackend>(
     let mut residuals = Vec::new();
     let mut files = Vec::new();
     let mut segments = Vec::new();
-    // The open segment: its first block, last affected block and residuals.
+    // The open segment: its first block, last affected block, residuals and the sizes of the
+    // stored increments they compare with.
     let (mut first, mut last_affected, mut series): (usize, usize, Vec<f64>) = (d, d, Vec::new());
+    let mut norms: Vec<f64> = Vec::new();
     // With one span, the whole request is one segment that may not stop before L.
     let single = opts.segments == Segmentation::Single;
     let mut retrain = 0.0;
@@ -426,6 +429,7 @@ pub fn replay<B: AutodiffBackend>(
             .ok_or_else(|| invalid("run", format!("block {k} is not trained")))?;
         let (old, _) = chain.read_set(old_ref)?;
         original.add_assign(&old)?;
+        norms.push(old.norms().l1);
         let n = old.distance(&out.delta)?;
         if !(n.l1.is_finite() && n.l2.is_finite()) {
             return Err(invalid(
@@ -450,6 +454,7 @@ pub fn replay<B: AutodiffBackend>(
                 &opts.stop,
                 Series {
                     all: &series,
+                    norms: &norms,
                     after: k - last_affected,
                 },
                 opts.min_points,
@@ -479,6 +484,7 @@ pub fn replay<B: AutodiffBackend>(
                     StopReason::End
                 },
             });
+            norms.clear();
             let Some(dn) = next else {
                 break;
             };

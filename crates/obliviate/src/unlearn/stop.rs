@@ -2,12 +2,20 @@
 //! retraining it?
 //!
 //! The rule looks at one segment's residuals r_k = ‖δ_k − δ'_k‖₁ after its last affected block
-//! L. What the removed samples put into the model shows as the excess of r_L over the level
-//! the series settles at (the fitted plateau b: the retrained trajectory never returns exactly
-//! to the stored one, so some residual remains whatever is retrained). Memory has decayed when
-//! the latest residuals' excess over b is a small share ε of r_L's. The threshold is a ratio, so
-//! it means the same for every model, dataset and scale; a series that is flat at r_L's level or
-//! rising has no decayed excess and never stops this way.
+//! L, beside the stored increments' sizes ‖δ_k‖₁. Two things can end a segment:
+//! - **decay**: the latest residuals are at most ε × r_L, the memory the removed samples put
+//!   in at L (r_L is the residual of the block they were removed from);
+//! - **negligible**: for `min_points` blocks in a row each residual is at most ε/4 of the
+//!   stored increment it compares with: stitching a stored increment instead of retraining it
+//!   then changes that block's update by a few percent at most.
+//!
+//! Both are ratios, so ε means the same for every model, dataset and scale. A residual that is
+//! rising, or flat, at a large share of the increments (with a constant learning rate the
+//! retrained trajectory drifts to the size of the updates) meets neither and never stops
+//! early. Measured on full MNIST (lenet5, B = 1000, Adam 0.002 → ×0.05), a single id's residual
+//! is 0.5–2 % of the increments, decays for ~10 blocks and then grows slowly with the chaotic
+//! divergence of the two trajectories (to ~15 % after 80 blocks); forgetting a whole block of
+//! 60 samples starts near 100 % and decays to a plateau of 12–15 % (ARCHITECTURE decision 5).
 
 use super::fit::fit_power_law;
 use crate::chain::ledger::{PowerLaw, StopReason};
@@ -15,12 +23,12 @@ use crate::chain::ledger::{PowerLaw, StopReason};
 /// The termination rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum StopRule {
-    /// Fit y = a·x^(−h) + b to the residuals after the segment's last affected block L
-    /// (x = 1 at L + 1) and stop when the latest residuals' excess over b is below
-    /// `epsilon` × r_L's excess over b — provided the series is not rising and r_L stands
-    /// clear of the residuals' noise around the fit. ε = 0 never stops early.
+    /// Stop a segment once, after its last affected block L, the latest residuals are at
+    /// most ε × r_L (decay) or `min_points` residuals in a row are each at most ε/4 of their
+    /// stored increment (negligible). ε = 0 never stops early. A power law
+    /// y = a·x^(−h) + b is fitted to the residuals after L for the report.
     Fit {
-        /// Largest share of r_L's excess that may remain.
+        /// The largest share of r_L that may remain (ε/4: of an increment).
         epsilon: f64,
     },
     /// Stop when r_k / r_first < ρ (the segment's first residual), once past L.
@@ -46,6 +54,8 @@ pub struct StopDecision {
 pub struct Series<'a> {
     /// r of every block retrained in the segment, in order (r[0] = the segment's first block).
     pub all: &'a [f64],
+    /// ‖δ_k‖₁ of the stored increment each residual compares with.
+    pub norms: &'a [f64],
     /// How many of `all` come after the segment's last affected block L (the rest end at L).
     pub after: usize,
 }
@@ -59,28 +69,30 @@ pub fn decide(rule: &StopRule, s: Series<'_>, min_points: usize, scale: f64) -> 
         rule: StopReason::End,
     };
     let n = s.all.len();
-    if s.after == 0 || s.after > n || s.after < min_points.max(1) {
+    if s.after == 0 || s.after > n || s.after < min_points.max(1) || s.norms.len() != n {
         return not_yet;
     }
     match *rule {
         StopRule::Fit { epsilon } => {
-            let after = &s.all[n - s.after..];
+            let (after, norms) = (&s.all[n - s.after..], &s.norms[n - s.after..]);
             // The residual of L itself: what the removed samples contributed.
-            let at_l = s.all[n - s.after - 1..n - s.after]
-                .first()
-                .copied()
-                .unwrap_or(after[0]);
-            if after.len() < 4 {
-                return not_yet;
-            }
-            let scale = if scale > 0.0 { scale } else { 1.0 };
-            let y: Vec<f64> = after.iter().map(|v| v / scale).collect();
-            let x: Vec<f64> = (1..=y.len()).map(|i| i as f64).collect();
-            let fit = fit_power_law(&x, &y);
+            let at_l = if s.after < n {
+                s.all[n - s.after - 1]
+            } else {
+                after[0]
+            };
+            let fit = (after.len() >= 4).then(|| {
+                let scale = if scale > 0.0 { scale } else { 1.0 };
+                let y: Vec<f64> = after.iter().map(|v| v / scale).collect();
+                let x: Vec<f64> = (1..=y.len()).map(|i| i as f64).collect();
+                fit_power_law(&x, &y)
+            });
+            let window = min_points.max(1).min(after.len());
+            let decision = judge(at_l, after, norms, window, epsilon);
             StopDecision {
-                stop: decayed(&y, at_l / scale, &fit, epsilon),
-                fit: Some(fit),
-                rule: StopReason::Fit,
+                stop: decision.is_some(),
+                fit,
+                rule: decision.unwrap_or(StopReason::End),
             }
         }
         StopRule::Relative { rho } => {
@@ -99,27 +111,32 @@ pub fn decide(rule: &StopRule, s: Series<'_>, min_points: usize, scale: f64) -> 
     }
 }
 
-/// True when the excess of the latest residuals of `y` over the fit's plateau is at most
-/// `epsilon` × the excess of `reference` (r_L), the series is not rising, and the reference's
-/// excess stands clear of the noise around the fit.
-fn decayed(y: &[f64], reference: f64, fit: &PowerLaw, epsilon: f64) -> bool {
-    let n = y.len();
-    if n < 4 || epsilon <= 0.0 || epsilon.is_nan() || y.iter().any(|v| !v.is_finite()) {
-        return false;
+/// `Fit` when the latest residuals of `after` are at most ε × `at_l`, `Negligible` when the
+/// last `window` residuals are each at most ε/4 of their increment (`norms`); `None` while
+/// neither holds (and always for ε = 0 or a non-finite series).
+fn judge(
+    at_l: f64,
+    after: &[f64],
+    norms: &[f64],
+    window: usize,
+    epsilon: f64,
+) -> Option<StopReason> {
+    let n = after.len();
+    if n == 0 || epsilon <= 0.0 || epsilon.is_nan() {
+        return None;
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let rising = mean(&y[n / 2..]) > mean(&y[..n / 2]);
-    let noise = {
-        let sse: f64 = y
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (fit.a * ((i + 1) as f64).powf(-fit.h) + fit.b - v).powi(2))
-            .sum();
-        (sse / (n as f64 - 3.0).max(1.0)).sqrt()
-    };
-    let excess_ref = reference - fit.b;
-    let excess_now = mean(&y[n - 2..]) - fit.b;
-    !rising && excess_ref > 3.0 * noise && excess_ref > 0.0 && excess_now <= epsilon * excess_ref
+    if after.iter().chain(norms).any(|v| !v.is_finite()) || !at_l.is_finite() {
+        return None;
+    }
+    let latest = after[n.saturating_sub(2)..].iter().sum::<f64>() / n.min(2) as f64;
+    if at_l > 0.0 && latest <= epsilon * at_l {
+        return Some(StopReason::Fit);
+    }
+    let negligible = after[n - window..]
+        .iter()
+        .zip(&norms[n - window..])
+        .all(|(r, d)| *d > 0.0 && r / d <= epsilon / 4.0);
+    negligible.then_some(StopReason::Negligible)
 }
 
 #[cfg(test)]
@@ -130,14 +147,17 @@ mod tests {
         StopRule::Fit { epsilon: eps }
     }
 
-    /// r_L followed by `after`: the series a segment ending at L sees.
-    fn decide_on(rule: StopRule, at_l: f64, after: &[f64]) -> StopDecision {
+    /// r_L followed by `after`, against increments of size `norm`: what a segment ending at L
+    /// sees.
+    fn decide_on(rule: StopRule, at_l: f64, after: &[f64], norm: f64) -> StopDecision {
         let mut all = vec![at_l];
         all.extend_from_slice(after);
+        let norms = vec![norm; all.len()];
         decide(
             &rule,
             Series {
                 all: &all,
+                norms: &norms,
                 after: after.len(),
             },
             4,
@@ -145,70 +165,75 @@ mod tests {
         )
     }
 
+    /// The first number of residuals after L at which the rule stops, if any.
+    fn stop_at(rule: StopRule, at_l: f64, after: &[f64], norm: f64) -> Option<usize> {
+        (1..=after.len()).find(|&n| decide_on(rule, at_l, &after[..n], norm).stop)
+    }
+
     #[test]
-    fn a_decaying_series_stops_once_its_excess_is_small() {
-        // Power-law decay onto a plateau of 1.2 (the shape measured on full MNIST).
-        let after: Vec<f64> = (1..=30)
-            .map(|k| 8.0 * (k as f64).powf(-1.5) + 1.2)
-            .collect();
-        let stop_at = (4..=30)
-            .find(|&n| decide_on(fit_rule(0.1), 9.8, &after[..n]).stop)
-            .expect("stops");
-        assert!((4..=12).contains(&stop_at), "{stop_at}");
+    fn a_block_removed_decays_onto_a_plateau_and_stops_by_decay() {
+        // Forgetting a whole block (full MNIST): 9.8 at L, then 6.6, 4.0, 2.5, 2.3, 1.1–1.5.
+        let after = [6.6, 4.0, 2.5, 2.3, 1.4, 1.2, 1.5, 1.1, 1.3, 1.2];
+        let d = stop_at(fit_rule(0.2), 9.8, &after, 9.8);
+        assert_eq!(d, Some(5));
+        let r = decide_on(fit_rule(0.2), 9.8, &after[..5], 9.8);
+        assert_eq!(r.rule, StopReason::Fit);
+        assert!(r.fit.is_some());
         // A tighter ε waits longer; ε = 0 never stops.
-        let later = (4..=30)
-            .find(|&n| decide_on(fit_rule(0.02), 9.8, &after[..n]).stop)
-            .unwrap_or(31);
-        assert!(later > stop_at, "{later} vs {stop_at}");
-        assert!(!decide_on(fit_rule(0.0), 9.8, &after).stop);
+        assert_eq!(stop_at(fit_rule(0.1), 9.8, &after, 9.8), None);
+        assert_eq!(stop_at(fit_rule(0.0), 9.8, &after, 9.8), None);
     }
 
     #[test]
-    fn memory_lost_at_once_stops_at_the_first_chance() {
-        let after = [0.31, 0.3, 0.29, 0.3];
-        let d = decide_on(fit_rule(0.1), 9.8, &after);
-        assert!(d.stop, "{d:?}");
+    fn a_single_id_is_negligible_next_to_the_increments() {
+        // One id (full MNIST, block 705): r ≈ 0.2 → 0.05 against increments of ~10.
+        let after = [0.181, 0.094, 0.091, 0.1, 0.081, 0.078];
+        let r = decide_on(fit_rule(0.2), 0.199, &after[..4], 10.0);
+        assert!(r.stop && r.rule == StopReason::Negligible, "{r:?}");
+        assert_eq!(stop_at(fit_rule(0.2), 0.199, &after, 10.0), Some(4));
     }
 
     #[test]
-    fn flat_rising_noisy_or_nan_series_are_never_read_as_decayed() {
-        let flat = [5.0; 20];
-        assert!(!decide_on(fit_rule(0.1), 5.0, &flat).stop);
-        let rising: Vec<f64> = (0..20).map(|k| 4.7 + k as f64).collect();
-        assert!(!decide_on(fit_rule(0.1), 4.7, &rising).stop);
-        let mut state = 3u64;
-        let noisy: Vec<f64> = (0..30)
-            .map(|_| {
-                state = crate::data::split::mix(state);
-                2.0 + (state % 1000) as f64 / 1000.0
-            })
-            .collect();
-        assert!(!decide_on(fit_rule(0.1), 2.5, &noisy).stop);
-        let with_nan = [3.0, 2.0, f64::NAN, 1.0, 1.0];
-        assert!(!decide_on(fit_rule(0.1), 9.0, &with_nan).stop);
+    fn flat_rising_or_nan_series_at_the_size_of_the_increments_never_stop() {
+        // A constant learning rate: the residual drifts up to the size of the updates.
+        let rising: Vec<f64> = (0..40).map(|k| 4.7 + 0.5 * k as f64).collect();
+        assert_eq!(stop_at(fit_rule(0.2), 4.7, &rising, 10.0), None);
+        let flat = [5.0; 30];
+        assert_eq!(stop_at(fit_rule(0.2), 5.0, &flat, 10.0), None);
+        let with_nan = [3.0, 2.0, f64::NAN, 0.01, 0.01];
+        assert_eq!(stop_at(fit_rule(0.2), 9.0, &with_nan, 10.0), None);
+        // Zero-size increments give no ratio to judge by.
+        assert_eq!(stop_at(fit_rule(0.2), 1.0, &[0.9; 10], 0.0), None);
     }
 
     #[test]
     fn the_rule_waits_for_min_points_after_the_last_affected_block() {
-        let after = [0.3, 0.3, 0.3, 0.3, 0.3];
+        let after = [0.01; 5];
         let all: Vec<f64> = [9.0, 9.0].iter().chain(&after).copied().collect();
+        let norms = vec![10.0; all.len()];
         let s = |k: usize| Series {
             all: &all[..2 + k],
+            norms: &norms[..2 + k],
             after: k,
         };
-        assert!(!decide(&fit_rule(0.1), s(3), 4, 1.0).stop);
-        assert!(decide(&fit_rule(0.1), s(4), 4, 1.0).stop);
-        assert!(!decide(&fit_rule(0.1), s(4), 5, 1.0).stop);
-        assert!(!decide(&fit_rule(0.1), s(0), 1, 1.0).stop);
+        assert!(!decide(&fit_rule(0.2), s(3), 4, 1.0).stop);
+        assert!(decide(&fit_rule(0.2), s(4), 4, 1.0).stop);
+        assert!(!decide(&fit_rule(0.2), s(4), 5, 1.0).stop);
+        assert!(!decide(&fit_rule(0.2), s(0), 1, 1.0).stop);
     }
 
     #[test]
     fn relative_rule() {
         let r = [4.0, 2.0, 1.0, 0.3];
+        let norms = [1.0; 4];
         let at = |all: &[f64], rho| {
             decide(
                 &StopRule::Relative { rho },
-                Series { all, after: 1 },
+                Series {
+                    all,
+                    norms: &norms[..all.len()],
+                    after: 1,
+                },
                 1,
                 1.0,
             )

@@ -3,7 +3,10 @@
 use anyhow::Result;
 use clap::Args;
 use obliviate::experiments::mean_std;
-use obliviate::experiments::unlearn::{UnlearnResult, UnlearnSettings, run as run_bench};
+use obliviate::experiments::unlearn::{
+    Kind, UnlearnResult, UnlearnRow, UnlearnSettings, run as run_bench,
+};
+use obliviate::unlearn::Segmentation;
 use serde::Serialize;
 
 use super::{BenchArgs, pm, setting};
@@ -15,9 +18,16 @@ use crate::output::{emit, outln, say};
 pub struct Unlearn {
     #[command(flatten)]
     bench: BenchArgs,
-    /// Request sizes (ids per request).
+    /// Request sizes (random ids per request).
     #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
     requests: Vec<usize>,
+    /// Also forget each random request as one span (the published method), for comparison.
+    #[arg(long)]
+    compare_single: bool,
+    /// Samples per synthetic user; one user per seed is forgotten, placed together and spread
+    /// (0: no user requests).
+    #[arg(long, default_value_t = 100)]
+    user_size: usize,
     /// Successive single-id requests on seed 0 (drift check).
     #[arg(long, default_value_t = 20)]
     sequence: usize,
@@ -31,9 +41,16 @@ struct Out<'a> {
 }
 
 pub fn run(a: &Unlearn, env: &Env) -> Result<()> {
+    let setup = a.bench.setup(&a.stop)?;
+    let mut modes = vec![setup.opts.segments];
+    if a.compare_single && !modes.contains(&Segmentation::Single) {
+        modes.push(Segmentation::Single);
+    }
     let s = UnlearnSettings {
-        setup: a.bench.setup(&a.stop)?,
+        setup,
         requests: a.requests.clone(),
+        modes,
+        user_size: a.user_size,
         sequence: a.sequence,
     };
     let data_dir = env.data_dir.as_deref();
@@ -49,7 +66,7 @@ fn render(settings: &UnlearnSettings, results: &[UnlearnResult]) -> String {
     let mut md = String::new();
     for res in results {
         md.push_str(&format!(
-            "\n**{}**, `{}`, {}, stop: {:?}, min-points {}; {} seed(s)\n\n",
+            "\n**{}**, `{}`, {}, stop: {:?}, min-points {}; {} seed(s). Mean ± std over seeds; speedups are retrain seconds ÷ forget seconds (engine time, evaluation excluded). Loss: mean loss of the forgotten samples under the unlearned / retrained model, and the seed-to-seed spread |retrained − retrained with another seed|. L2: weight distance to the retrained model of the unlearned and of the original model, and the retrain-vs-retrain noise floor.\n\n",
             res.dataset,
             s.kind,
             setting(&s.cfg),
@@ -57,24 +74,54 @@ fn render(settings: &UnlearnSettings, results: &[UnlearnResult]) -> String {
             s.opts.min_points,
             s.seeds
         ));
-        md.push_str("| ids / request | original acc % | retrained acc % | unlearned acc % | \\|unlearned − retrained\\| pt | blocks retrained | forget s | retrain s | speedup × | bytes on disk |\n");
-        md.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
-        for &n in &settings.requests {
-            let rows: Vec<_> = res.rows.iter().filter(|r| r.ids == n).collect();
-            let col = |f: fn(&obliviate::experiments::unlearn::UnlearnRow) -> f64| {
-                rows.iter().map(|r| f(r)).collect::<Vec<f64>>()
+        md.push_str("| request | placement | mode | original acc % | retrained acc % | unlearned acc % | \\|gap\\| pt | blocks retrained | segments | forget s | retrain s | speedup × | loss unlearned / retrained (spread) | L2 unlearned / original (floor) |\n");
+        md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        let mut keys: Vec<(Kind, usize, &str, &str)> = Vec::new();
+        for r in &res.rows {
+            let k = (r.kind, r.ids, r.placement, r.mode);
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        for (kind, n, placement, mode) in keys {
+            let rows: Vec<&UnlearnRow> = res
+                .rows
+                .iter()
+                .filter(|r| (r.kind, r.ids, r.placement, r.mode) == (kind, n, placement, mode))
+                .collect();
+            let col = |f: fn(&UnlearnRow) -> f64| rows.iter().map(|r| f(r)).collect::<Vec<f64>>();
+            let mean = |f: fn(&UnlearnRow) -> f64| mean_std(&col(f)).0;
+            let what = match kind {
+                Kind::Random => format!("{n} random id(s)"),
+                Kind::User => format!("user of {n}"),
             };
             md.push_str(&format!(
-                "| {n} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
+                "| {what} | {placement} | {mode} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3} / {:.3} ({:.3}) | {:.2} / {:.2} ({:.2}) |\n",
                 pm(col(|r| r.original), 100.0, 2),
                 pm(col(|r| r.retrained), 100.0, 2),
                 pm(col(|r| r.unlearned), 100.0, 2),
                 pm(col(|r| (r.unlearned - r.retrained).abs()), 100.0, 2),
                 pm(col(|r| r.blocks_retrained as f64), 1.0, 1),
+                pm(col(|r| r.segments as f64), 1.0, 1),
                 pm(col(|r| r.forget_seconds), 1.0, 2),
                 pm(col(|r| r.retrain_seconds), 1.0, 1),
                 pm(col(|r| r.speedup), 1.0, 1),
-                mean_std(&col(|r| r.bytes_on_disk as f64)).0
+                mean(|r| r.loss_unlearned),
+                mean(|r| r.loss_retrained),
+                mean(|r| (r.loss_retrained - r.loss_floor).abs()),
+                mean(|r| r.l2_unlearned),
+                mean(|r| r.l2_original),
+                mean(|r| r.l2_floor),
+            ));
+        }
+        if !res.placement.is_empty() {
+            let r: Vec<f64> = res.placement.iter().map(|p| p.random).collect();
+            let g: Vec<f64> = res.placement.iter().map(|p| p.grouped).collect();
+            md.push_str(&format!(
+                "\nPlacement: test accuracy with users of {} kept together {} % against {} % placed at random.\n",
+                settings.user_size,
+                pm(g, 100.0, 2),
+                pm(r, 100.0, 2)
             ));
         }
         let seq = &res.sequence;
