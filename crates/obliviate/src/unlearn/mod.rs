@@ -273,16 +273,8 @@ fn carry_out<B: AutodiffBackend>(
     device: &B::Device,
     progress: &mut dyn Progress,
 ) -> Result<ForgetReport> {
-    let Plan {
-        ok,
-        skipped,
-        removed,
-        affected,
-        generation,
-        start,
-        opened,
-    } = plan;
-    let replayed = replay::<B>(chain, data, &removed, &affected, opts, device, progress)?;
+    let (affected, generation, start) = (&plan.affected, plan.generation, plan.start);
+    let replayed = replay::<B>(chain, data, &plan.removed, affected, opts, device, progress)?;
     let commit_start = Instant::now();
 
     // Commit: new files were written under the next generation; record, then switch manifest.
@@ -305,8 +297,8 @@ fn carry_out<B: AutodiffBackend>(
     let last = replayed.segments.last();
     let mut report = ForgetReport {
         request,
-        ids: ok,
-        skipped,
+        ids: plan.ok,
+        skipped: plan.skipped,
         first_block: affected.first().copied().unwrap_or(1),
         last_block: affected.last().copied().unwrap_or(1),
         stop_block: last.map_or(0, |s| s.stop_block),
@@ -320,7 +312,7 @@ fn carry_out<B: AutodiffBackend>(
         seconds: start.elapsed().as_secs_f64() - eval_seconds,
         eval_seconds,
         phases: Phases {
-            open: opened,
+            open: plan.opened,
             commit: 0.0,
             ..replayed.phases
         },
@@ -346,7 +338,7 @@ fn carry_out<B: AutodiffBackend>(
         test_accuracy: acc,
         model_sha256: model.sha256.clone(),
     })?;
-    chain.commit_forget(replayed.files, &removed, model, acc)?;
+    chain.commit_forget(replayed.files, &plan.removed, model, acc)?;
     report.phases.commit = commit_start.elapsed().as_secs_f64() - eval_seconds;
     report.seconds = start.elapsed().as_secs_f64() - eval_seconds;
     Ok(report)
