@@ -327,7 +327,8 @@ impl IdArgs {
 /// The stop rule's name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum StopKind {
-    /// Fit a power law to the residuals; stop when its slope is below --epsilon.
+    /// Stop once the residual has decayed to --epsilon of the last affected block's, or stays
+    /// under --epsilon/4 of the stored increments for --min-points blocks.
     Fit,
     /// Stop when r_k / r_d is below --rho.
     Relative,
@@ -339,10 +340,14 @@ pub struct StopArgs {
     /// Stop rule.
     #[arg(long, value_enum, default_value = "fit")]
     pub stop: StopKind,
-    /// Fit rule: the largest share of the last affected block's excess residual (over the
-    /// fitted plateau) that may remain when a segment stops (0 = never stop early).
+    /// Fit rule: the largest share of the last affected block's residual that may remain when
+    /// a segment stops (a quarter of it: of a stored increment); 0 = never stop early.
     #[arg(long, default_value_t = default_epsilon())]
     pub epsilon: f64,
+    /// Fit rule: a residual at most this share of its stored increment, for --min-points blocks
+    /// in a row, ends a segment (how single ids stop).
+    #[arg(long, default_value_t = obliviate::unlearn::NEGLIGIBLE)]
+    pub negligible: f64,
     /// Ratio threshold of the relative rule.
     #[arg(long, default_value_t = 0.05)]
     pub rho: f64,
@@ -367,7 +372,7 @@ pub enum SegmentsArg {
 /// The library's default ε of the fit rule.
 fn default_epsilon() -> f64 {
     match ForgetOptions::default().stop {
-        StopRule::Fit { epsilon } => epsilon,
+        StopRule::Fit { epsilon, .. } => epsilon,
         StopRule::Relative { .. } => 0.0,
     }
 }
@@ -378,6 +383,7 @@ impl StopArgs {
         let rule = match self.stop {
             StopKind::Fit => StopRule::Fit {
                 epsilon: self.epsilon,
+                negligible: self.negligible,
             },
             StopKind::Relative => StopRule::Relative { rho: self.rho },
         };

@@ -56,7 +56,7 @@ fn backdoor_is_learned_and_exact_forgetting_matches_retraining() {
         trigger: Trigger::bottom_right(&data, 4, 0).unwrap(),
         // ε = 0 with the stop rule running from the third residual: it must never stop early.
         opts: ForgetOptions {
-            stop: StopRule::Fit { epsilon: 0.0 },
+            stop: StopRule::fit(0.0),
             min_points: 3,
             ..ForgetOptions::default()
         },

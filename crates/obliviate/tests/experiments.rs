@@ -7,6 +7,7 @@ use common::*;
 use obliviate::data::DatasetName;
 use obliviate::experiments::Setup;
 use obliviate::experiments::backdoor::Criteria;
+use obliviate::experiments::calibrate::{CalibrateSettings, Probe};
 use obliviate::experiments::compare::{Baselines, CompareSettings, Method};
 use obliviate::experiments::unlearn::{Kind, UnlearnSettings};
 use obliviate::model::ModelKind;
@@ -15,7 +16,7 @@ use obliviate::unlearn::{ForgetOptions, Segmentation, StopReason, StopRule};
 /// ε = 0, with the stop rule consulted from the third residual on (never stops early).
 fn exact() -> ForgetOptions {
     ForgetOptions {
-        stop: StopRule::Fit { epsilon: 0.0 },
+        stop: StopRule::fit(0.0),
         min_points: 3,
         ..ForgetOptions::default()
     }
@@ -126,6 +127,56 @@ fn unlearn_protocol_with_exact_forgetting_matches_the_retrained_accuracy() {
     );
     // A line per trained base (random and grouped) and per request.
     assert_eq!(lines, 2 * (2 + 6));
+    assert_eq!(std::fs::read_dir(&work.0).unwrap().count(), 0);
+}
+
+#[test]
+fn calibration_judges_every_request_and_exact_forgetting_passes_with_zero_distance() {
+    let work = Tmp::new("calibrate");
+    let s = CalibrateSettings {
+        setup: setup(&work, 1),
+        epsilons: vec![0.0, 0.5],
+        min_points: vec![1],
+        negligible: obliviate::unlearn::NEGLIGIBLE,
+        fraction: 0.03,
+        user_size: 30,
+        criteria: Criteria::default(),
+    };
+    let results = obliviate::experiments::calibrate::run::<B>(
+        &s,
+        None,
+        &Default::default(),
+        &mut |_: &str| {},
+    )
+    .unwrap();
+    let r = &results[0];
+    assert_eq!(r.baselines.len(), 3);
+    assert_eq!(r.rows.len(), 3 * 2);
+    assert_eq!(r.grid.len(), 2);
+    for b in &r.baselines {
+        assert_eq!(
+            b.original.attack_success.is_some(),
+            b.probe == Probe::BackdoorUser
+        );
+        assert!(b.l2_floor > 0.0 && b.l2_original > 0.0, "{b:?}");
+        let samples = match b.probe {
+            Probe::BackdoorUser => 18,
+            Probe::User => 30,
+            Probe::RandomId => 1,
+        };
+        assert_eq!(b.samples, samples);
+    }
+    // ε = 0 retrains every block after the first affected one: the retrained model itself.
+    for row in r.rows.iter().filter(|x| x.epsilon == 0.0) {
+        assert_eq!(row.l2, 0.0, "{row:?}");
+        assert_eq!(row.l2_closed, 1.0);
+        assert!(row.failures.is_empty(), "{row:?}");
+        assert_eq!(row.stop_reason, StopReason::End);
+    }
+    let exact_point = &r.grid[0];
+    assert!(exact_point.pass && exact_point.epsilon == 0.0);
+    let choice = r.choice.as_ref().expect("ε = 0 passes");
+    assert!(choice.blocks <= exact_point.blocks);
     assert_eq!(std::fs::read_dir(&work.0).unwrap().count(), 0);
 }
 

@@ -17,7 +17,7 @@ use obliviate::unlearn::{ForgetOptions, StopReason, StopRule, replay};
 /// with ε = 0 would break exactness, so the minimum is one the requests below reach.
 fn exact() -> ForgetOptions {
     ForgetOptions {
-        stop: StopRule::Fit { epsilon: 0.0 },
+        stop: StopRule::fit(0.0),
         min_points: 3,
         ..ForgetOptions::default()
     }
@@ -25,7 +25,7 @@ fn exact() -> ForgetOptions {
 
 fn quick() -> ForgetOptions {
     ForgetOptions {
-        stop: StopRule::Fit { epsilon: 1e-5 },
+        stop: StopRule::fit(1e-5),
         min_points: 3,
         ..ForgetOptions::default()
     }
@@ -425,8 +425,8 @@ fn a_generation_the_ledger_cannot_store_is_refused_before_any_write() {
 #[test]
 fn meaningless_thresholds_are_refused() {
     for stop in [
-        StopRule::Fit { epsilon: f64::NAN },
-        StopRule::Fit { epsilon: -1e-5 },
+        StopRule::fit(f64::NAN),
+        StopRule::fit(-1e-5),
         StopRule::Relative { rho: f64::INFINITY },
     ] {
         let o = ForgetOptions { stop, ..quick() };

@@ -141,6 +141,9 @@ pub fn run(a: &Forget, env: &Env, started: Instant) -> Result<()> {
                 s.residuals.last().unwrap_or(&0.0)
             );
         }
+        for n in &r.notes {
+            outln!("  note: {n}");
+        }
         if let Some(f) = r.fit {
             outln!(
                 "  fit (per parameter)      y = {:.4e}·x^(-{:.3}) + {:.4e}",

@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use super::{Dataset, DatasetName, Samples, locate};
+use super::{Dataset, DatasetName, Samples, cache, locate};
 use crate::error::{Error, IoContext, Result};
 use crate::model::InputShape;
 
@@ -178,18 +178,21 @@ const MNIST_SHAPE: InputShape = InputShape {
 /// MNIST or Fashion-MNIST from the four canonical IDX files (raw or gzip) under `dir`.
 pub(crate) fn load_mnist(name: DatasetName, dir: &Path) -> Result<Dataset> {
     let find = |stem: &str| locate(dir, name, &[stem, &format!("{stem}.gz")]);
+    let sources = [
+        find("train-images-idx3-ubyte")?,
+        find("train-labels-idx1-ubyte")?,
+        find("t10k-images-idx3-ubyte")?,
+        find("t10k-labels-idx1-ubyte")?,
+    ];
     let split = |images: &Path, labels: &Path| {
         mnist_samples(read_idx(images, 3)?, read_idx(labels, 1)?, images, labels)
     };
-    let train = split(
-        &find("train-images-idx3-ubyte")?,
-        &find("train-labels-idx1-ubyte")?,
-    )?;
-    let test = split(
-        &find("t10k-images-idx3-ubyte")?,
-        &find("t10k-labels-idx1-ubyte")?,
-    )?;
-    Dataset::from_parts(name, MNIST_SHAPE, 10, train, test)
+    let folder = cache::folder_for(&sources);
+    cache::load(name, &sources, folder.as_deref(), || {
+        let train = split(&sources[0], &sources[1])?;
+        let test = split(&sources[2], &sources[3])?;
+        Dataset::from_parts(name, MNIST_SHAPE, 10, train, test)
+    })
 }
 
 /// The bundled `mnist-mini`: the first 10,000 training and 2,000 test samples of MNIST,

@@ -4,6 +4,7 @@
 //! users ask to forget, so they never depend on splits, shuffles or subsets.
 
 pub mod backdoor;
+pub mod cache;
 pub mod cifar;
 pub mod fetch;
 mod groups;

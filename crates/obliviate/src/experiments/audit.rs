@@ -7,7 +7,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
 use super::backdoor::{BackdoorSettings, Criteria, Placement, verify_backdoor_models};
-use super::{Say, Setup, fresh_folder, load_dataset};
+use super::{FLOOR_SEED, Say, Setup, fresh_folder, load_dataset};
 use crate::audit::mia::mia;
 use crate::audit::outputs_of;
 use crate::chain::Chain;
@@ -16,9 +16,6 @@ use crate::data::{DatasetName, Split};
 use crate::error::{IoContext, Result};
 use crate::params::ParamSet;
 use crate::train::{NoProgress, retrain};
-
-/// Seed offset of the second retrain that gives the noise floor.
-pub const FLOOR_SEED: u64 = 1000;
 
 /// Side of the trigger patch (pixels, bottom-right corner) and its target class.
 pub const PATCH: (usize, u16) = (4, 0);

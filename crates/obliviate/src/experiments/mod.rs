@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod backdoor;
+pub mod calibrate;
 pub mod compare;
 pub mod demo;
 pub mod throughput;
@@ -44,6 +45,9 @@ impl Setup {
         crate::chain::TrainConfig { seed, ..self.cfg }
     }
 }
+
+/// Seed offset of the second retrain that gives the seed-to-seed noise floor.
+pub const FLOOR_SEED: u64 = 1000;
 
 /// Receives one human-readable line per finished step of an experiment.
 pub type Say<'a> = dyn FnMut(&str) + 'a;

@@ -7,7 +7,7 @@ use std::path::Path;
 use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
-use super::{Say, Setup, fresh_folder, load_dataset, pick_ids};
+use super::{FLOOR_SEED, Say, Setup, fresh_folder, load_dataset, pick_ids};
 use crate::audit::outputs_of;
 use crate::chain::Chain;
 use crate::data::split::{mix, shuffle};
@@ -133,9 +133,6 @@ pub struct UnlearnResult {
     pub placement: Vec<PlacementCost>,
 }
 
-/// Seed offset of the retrains that give the noise floor.
-const FLOOR_SEED: u64 = 1000;
-
 /// Seeded synthetic users of `size` samples partitioning `data`'s training ids.
 pub fn synthetic_users(data: &Dataset, size: usize, seed: u64) -> Groups {
     let mut ids = data.train.ids.clone();
@@ -183,14 +180,17 @@ struct Base {
 }
 
 /// Everything one request's row needs that is not the request itself.
-struct Reference {
-    retrained: TrainSummary,
-    theta: ParamSet,
-    floor: ParamSet,
+pub(super) struct Reference {
+    /// Retraining without the request's ids.
+    pub(super) retrained: TrainSummary,
+    /// Its served model.
+    pub(super) theta: ParamSet,
+    /// The served model of a retrain with another seed.
+    pub(super) floor: ParamSet,
 }
 
 /// Retrains `run` without its forgotten ids (the reference) and with another seed (the floor).
-fn retrain_reference<B: AutodiffBackend>(
+pub(super) fn retrain_reference<B: AutodiffBackend>(
     run: &Path,
     work: &Path,
     data: &Dataset,

@@ -5,11 +5,14 @@
 //! L, beside the stored increments' sizes ‖δ_k‖₁. Two things can end a segment:
 //! - **decay**: the latest residuals are at most ε × r_L, the memory the removed samples put
 //!   in at L (r_L is the residual of the block they were removed from);
-//! - **negligible**: for `min_points` blocks in a row each residual is at most ε/4 of the
-//!   stored increment it compares with: stitching a stored increment instead of retraining it
-//!   then changes that block's update by a few percent at most.
+//! - **negligible**: for `min_points` blocks in a row each residual is at most a share
+//!   `negligible` (5 % by default) of the stored increment it compares with: stitching a stored
+//!   increment instead of retraining it then changes that block's update by a few percent.
 //!
-//! Both are ratios, so ε means the same for every model, dataset and scale. A residual that is
+//! Both are ratios, so the thresholds mean the same for every model, dataset and scale. They
+//! are separate because they govern different requests: decay ends the segments of users and
+//! blocks (large r_L), negligibility those of single ids (a residual of 0.5–2 % that never
+//! decays); `bench calibrate` chooses ε. A residual that is
 //! rising, or flat, at a large share of the increments (with a constant learning rate the
 //! retrained trajectory drifts to the size of the updates) meets neither and never stops
 //! early. Measured on full MNIST (lenet5, B = 1000, Adam 0.002 → ×0.05), a single id's residual
@@ -20,22 +23,45 @@
 use super::fit::fit_power_law;
 use crate::chain::ledger::{PowerLaw, StopReason};
 
+/// The share of a stored increment under which a residual is negligible, by default: 5 %.
+pub const NEGLIGIBLE: f64 = 0.05;
+
 /// The termination rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum StopRule {
     /// Stop a segment once, after its last affected block L, the latest residuals are at
-    /// most ε × r_L (decay) or `min_points` residuals in a row are each at most ε/4 of their
-    /// stored increment (negligible). ε = 0 never stops early. A power law
+    /// most ε × r_L (decay) or `min_points` residuals in a row are each at most `negligible`
+    /// of their stored increment (negligible). ε = 0 never stops early. A power law
     /// y = a·x^(−h) + b is fitted to the residuals after L for the report.
     Fit {
-        /// The largest share of r_L that may remain (ε/4: of an increment).
+        /// The largest share of r_L that may remain.
         epsilon: f64,
+        /// The largest share of a stored increment a residual may be to count as negligible.
+        negligible: f64,
     },
     /// Stop when r_k / r_first < ρ (the segment's first residual), once past L.
     Relative {
         /// Ratio threshold ρ.
         rho: f64,
     },
+}
+
+impl StopRule {
+    /// The fit rule with threshold ε and the default [`NEGLIGIBLE`] share.
+    pub fn fit(epsilon: f64) -> StopRule {
+        StopRule::Fit {
+            epsilon,
+            negligible: NEGLIGIBLE,
+        }
+    }
+
+    /// False for a threshold of 0, which never stops a segment before the chain's end.
+    pub fn can_stop_early(&self) -> bool {
+        match *self {
+            StopRule::Fit { epsilon, .. } => epsilon > 0.0,
+            StopRule::Relative { rho } => rho > 0.0,
+        }
+    }
 }
 
 /// Outcome of checking the rule after a block.
@@ -73,7 +99,10 @@ pub fn decide(rule: &StopRule, s: Series<'_>, min_points: usize, scale: f64) -> 
         return not_yet;
     }
     match *rule {
-        StopRule::Fit { epsilon } => {
+        StopRule::Fit {
+            epsilon,
+            negligible,
+        } => {
             let (after, norms) = (&s.all[n - s.after..], &s.norms[n - s.after..]);
             // The residual of L itself: what the removed samples contributed.
             let at_l = if s.after < n {
@@ -88,7 +117,7 @@ pub fn decide(rule: &StopRule, s: Series<'_>, min_points: usize, scale: f64) -> 
                 fit_power_law(&x, &y)
             });
             let window = min_points.max(1).min(after.len());
-            let decision = judge(at_l, after, norms, window, epsilon);
+            let decision = judge(at_l, after, norms, window, epsilon, negligible);
             StopDecision {
                 stop: decision.is_some(),
                 fit,
@@ -112,14 +141,15 @@ pub fn decide(rule: &StopRule, s: Series<'_>, min_points: usize, scale: f64) -> 
 }
 
 /// `Fit` when the latest residuals of `after` are at most ε × `at_l`, `Negligible` when the
-/// last `window` residuals are each at most ε/4 of their increment (`norms`); `None` while
-/// neither holds (and always for ε = 0 or a non-finite series).
+/// last `window` residuals are each at most `negligible` of their increment (`norms`); `None`
+/// while neither holds (and always for ε = 0 or a non-finite series).
 fn judge(
     at_l: f64,
     after: &[f64],
     norms: &[f64],
     window: usize,
     epsilon: f64,
+    negligible: f64,
 ) -> Option<StopReason> {
     let n = after.len();
     if n == 0 || epsilon <= 0.0 || epsilon.is_nan() {
@@ -132,19 +162,23 @@ fn judge(
     if at_l > 0.0 && latest <= epsilon * at_l {
         return Some(StopReason::Fit);
     }
-    let negligible = after[n - window..]
+    let small = after[n - window..]
         .iter()
         .zip(&norms[n - window..])
-        .all(|(r, d)| *d > 0.0 && r / d <= epsilon / 4.0);
-    negligible.then_some(StopReason::Negligible)
+        .all(|(r, d)| *d > 0.0 && r / d <= negligible);
+    small.then_some(StopReason::Negligible)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// ε with the negligible share the rule had before it was separate (ε/4).
     fn fit_rule(eps: f64) -> StopRule {
-        StopRule::Fit { epsilon: eps }
+        StopRule::Fit {
+            epsilon: eps,
+            negligible: eps / 4.0,
+        }
     }
 
     /// r_L followed by `after`, against increments of size `norm`: what a segment ending at L

@@ -2,6 +2,7 @@
 //! `obliviate::experiments`; this module parses their flags and renders their rows as tables.
 
 mod audit;
+mod calibrate;
 mod compare;
 mod train;
 mod unlearn;
@@ -28,6 +29,9 @@ pub enum Bench {
     /// Backdoor verification, membership inference and distances to retrained models, per
     /// dataset over seeds (writes a table).
     Audit(audit::Audit),
+    /// The stop rule's default from a grid of thresholds: forgets a backdoored user, a clean
+    /// user (both kept together) and a random id, and judges each against retrained models.
+    Calibrate(calibrate::Calibrate),
 }
 
 pub fn run(b: &Bench, env: &Env) -> Result<()> {
@@ -36,6 +40,7 @@ pub fn run(b: &Bench, env: &Env) -> Result<()> {
         Bench::Unlearn(a) => unlearn::run(a, env),
         Bench::Compare(a) => compare::run(a, env),
         Bench::Audit(a) => audit::run(a, env),
+        Bench::Calibrate(a) => calibrate::run(a, env),
     }
 }
 
