@@ -247,6 +247,16 @@ impl Manifest {
         v
     }
 
+    /// The (1-based) blocks holding at least one of `ids` (ascending), in order: the blocks a
+    /// request for them affects.
+    pub fn blocks_holding(&self, ids: &[u64]) -> Vec<usize> {
+        self.blocks
+            .iter()
+            .filter(|b| b.ids.iter().any(|id| ids.binary_search(id).is_ok()))
+            .map(|b| b.index)
+            .collect()
+    }
+
     /// Block holding each training id: `(block index, id)`; ids not in any block are absent.
     pub fn block_of(&self, id: u64) -> Option<usize> {
         self.blocks

@@ -249,12 +249,7 @@ pub fn verify_backdoor_models<B: AutodiffBackend>(
     )?;
     let mut chain = Chain::open_mut(&run)?;
     let original_theta = chain.served()?;
-    let user_blocks = chain
-        .manifest()
-        .blocks
-        .iter()
-        .filter(|b| b.ids.iter().any(|id| bd.ids.binary_search(id).is_ok()))
-        .count();
+    let user_blocks = chain.manifest().blocks_holding(&bd.ids).len();
     let original = scores::<B>(
         s.kind,
         &original_theta,

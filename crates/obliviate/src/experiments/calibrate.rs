@@ -36,7 +36,7 @@ use crate::data::{Dataset, DatasetName, Groups, Split};
 use crate::error::{IoContext, Result, invalid};
 use crate::params::ParamSet;
 use crate::train::{NoProgress, train};
-use crate::unlearn::{ForgetOptions, StopReason, StopRule, forget};
+use crate::unlearn::{ForgetOptions, ForgetReport, StopReason, StopRule, forget};
 
 /// Fewest forgotten samples for which the membership attack is scored.
 pub const MIA_MIN_MEMBERS: usize = 50;
@@ -343,6 +343,92 @@ fn probe_ids(data: &Dataset, bd: &Backdoor, user_size: usize, seed: u64) -> Resu
     Ok([bd.ids.clone(), user, vec![rest[user_size]]])
 }
 
+/// A request's reference models, kept while its grid is judged.
+struct Judged {
+    baseline: Baseline,
+    reference: Reference,
+    /// The retrained model's test outputs (for the KL of each unlearned model).
+    retrained_test: Outputs,
+}
+
+impl<B: AutodiffBackend> Scorer<'_, B> {
+    /// Retrains `run` (a copy of the base run with `ids` forgotten) from scratch and with
+    /// another seed, and scores the original, retrained and floor models on the request.
+    #[allow(clippy::too_many_arguments)]
+    fn judge(
+        &self,
+        run: &Path,
+        work: &Path,
+        original: &ParamSet,
+        probe: Probe,
+        ids: &[u64],
+        blocks: &[usize],
+    ) -> Result<Judged> {
+        let g = retrain_reference::<B>(run, work, self.data, self.seed, self.device)?;
+        let o = self.score(original, probe, ids)?;
+        let r = self.score(&g.theta, probe, ids)?;
+        let fl = self.score(&g.floor, probe, ids)?;
+        let baseline = Baseline {
+            seed: self.seed,
+            probe,
+            samples: ids.len(),
+            affected_blocks: blocks.len(),
+            first_block: blocks.first().copied().unwrap_or(0),
+            retrain_seconds: g.retrained.train_seconds(),
+            original: o.quality,
+            retrained: r.quality,
+            floor: fl.quality,
+            l2_original: original.distance(&g.theta)?.l2,
+            l2_floor: g.theta.distance(&g.floor)?.l2,
+            kl_original: r.test.mean_kl(&o.test),
+            kl_floor: r.test.mean_kl(&fl.test),
+        };
+        Ok(Judged {
+            baseline,
+            reference: g,
+            retrained_test: r.test,
+        })
+    }
+
+    /// The grid row of `unlearned`, which forgot `ids` as `f` reports, against `j`.
+    fn row(
+        &self,
+        j: &Judged,
+        ids: &[u64],
+        f: &ForgetReport,
+        unlearned: &ParamSet,
+        (epsilon, min_points): (f64, usize),
+        criteria: &Criteria,
+    ) -> Result<GridRow> {
+        let b = &j.baseline;
+        let u = self.score(unlearned, b.probe, ids)?;
+        let l2 = unlearned.distance(&j.reference.theta)?.l2;
+        Ok(GridRow {
+            seed: self.seed,
+            probe: b.probe,
+            epsilon,
+            min_points,
+            blocks_retrained: f.blocks_retrained,
+            segments: f
+                .segments
+                .iter()
+                .map(|x| (x.first_block, x.stop_block))
+                .collect(),
+            stop_reason: f.stop_rule,
+            seconds: f.seconds,
+            failures: failures(&u.quality, b, criteria),
+            unlearned: u.quality,
+            l2,
+            kl: j.retrained_test.mean_kl(&u.test),
+            l2_closed: if b.l2_original > 0.0 {
+                1.0 - l2 / b.l2_original
+            } else {
+                0.0
+            },
+        })
+    }
+}
+
 /// Runs the calibration.
 pub fn run<B: AutodiffBackend>(
     settings: &CalibrateSettings,
@@ -360,157 +446,9 @@ pub fn run<B: AutodiffBackend>(
         std::fs::create_dir_all(&work).at(&work)?;
         let (mut baselines, mut rows) = (Vec::new(), Vec::new());
         for seed in 0..s.seeds as u64 {
-            let trigger = Trigger::bottom_right(&data, PATCH.0, PATCH.1)?.checked(&data)?;
-            let bd = Backdoor::choose(&data, trigger, settings.fraction, seed)?;
-            let poisoned = bd.poison(&data)?;
-            let triggered = bd.triggered_test(&poisoned)?;
-            let ids = probe_ids(&poisoned, &bd, settings.user_size, seed)?;
-            let mut groups = Groups::single(USER, &ids[0]);
-            groups
-                .members
-                .insert(CLEAN_USER.to_string(), ids[1].clone());
-            let groups = groups.with_share(USER_SHARE)?;
-            let base = work.join("base");
-            fresh_folder(&base)?;
-            let trained = train::<B>(
-                &base,
-                &poisoned,
-                s.kind,
-                s.cfg_for(seed),
-                Some(&groups),
-                device,
-                &mut NoProgress,
-            )?;
-            say(&format!(
-                "{name} seed {seed}: trained with both users kept together in {:.1} s, accuracy {:.2} %",
-                trained.train_seconds(),
-                100.0 * trained.test_accuracy
-            ));
-            let base_chain = Chain::open(&base)?;
-            let original = base_chain.served()?;
-            let scorer = Scorer::<B> {
-                setup: s,
-                data: &poisoned,
-                triggered: &triggered,
-                target: usize::from(trigger.target),
-                device,
-                seed,
-            };
-            for (probe, ids) in Probe::ALL.into_iter().zip(&ids) {
-                let blocks: Vec<usize> = base_chain
-                    .manifest()
-                    .blocks
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, b)| b.ids.iter().any(|id| ids.binary_search(id).is_ok()))
-                    .map(|(i, _)| i + 1)
-                    .collect();
-                let mut baseline: Option<(Baseline, Reference, Outputs)> = None;
-                for &min_points in &settings.min_points {
-                    for &epsilon in &settings.epsilons {
-                        let opts = ForgetOptions {
-                            stop: StopRule::Fit {
-                                epsilon,
-                                negligible: settings.negligible,
-                            },
-                            min_points,
-                            evaluate: false,
-                            ..s.opts
-                        };
-                        let run = work.join("request");
-                        fresh_folder(&run)?;
-                        let mut chain = base_chain.copy_to(&run)?;
-                        let f = forget::<B>(
-                            &mut chain,
-                            &poisoned,
-                            ids,
-                            &opts,
-                            device,
-                            &mut NoProgress,
-                        )?;
-                        let unlearned = chain.served()?;
-                        drop(chain);
-                        if baseline.is_none() {
-                            let g = retrain_reference::<B>(&run, &work, &poisoned, seed, device)?;
-                            let o = scorer.score(&original, probe, ids)?;
-                            let r = scorer.score(&g.theta, probe, ids)?;
-                            let fl = scorer.score(&g.floor, probe, ids)?;
-                            let b = Baseline {
-                                seed,
-                                probe,
-                                samples: ids.len(),
-                                affected_blocks: blocks.len(),
-                                first_block: blocks.first().copied().unwrap_or(0),
-                                retrain_seconds: g.retrained.train_seconds(),
-                                original: o.quality,
-                                retrained: r.quality,
-                                floor: fl.quality,
-                                l2_original: original.distance(&g.theta)?.l2,
-                                l2_floor: g.theta.distance(&g.floor)?.l2,
-                                kl_original: r.test.mean_kl(&o.test),
-                                kl_floor: r.test.mean_kl(&fl.test),
-                            };
-                            say(&format!(
-                                "  {}: {} samples in {} blocks from block {}; retrained in {:.1} s, accuracy {:.2} %",
-                                probe.label(),
-                                b.samples,
-                                b.affected_blocks,
-                                b.first_block,
-                                b.retrain_seconds,
-                                100.0 * b.retrained.accuracy
-                            ));
-                            baseline = Some((b, g, r.test));
-                        }
-                        fresh_folder(&run)?;
-                        let Some((b, g, retrained_test)) = baseline.as_ref() else {
-                            unreachable!("set above")
-                        };
-                        let u = scorer.score(&unlearned, probe, ids)?;
-                        let l2 = unlearned.distance(&g.theta)?.l2;
-                        let row = GridRow {
-                            seed,
-                            probe,
-                            epsilon,
-                            min_points,
-                            blocks_retrained: f.blocks_retrained,
-                            segments: f
-                                .segments
-                                .iter()
-                                .map(|x| (x.first_block, x.stop_block))
-                                .collect(),
-                            stop_reason: f.stop_rule,
-                            seconds: f.seconds,
-                            failures: failures(&u.quality, b, &settings.criteria),
-                            unlearned: u.quality,
-                            l2,
-                            kl: retrained_test.mean_kl(&u.test),
-                            l2_closed: if b.l2_original > 0.0 {
-                                1.0 - l2 / b.l2_original
-                            } else {
-                                0.0
-                            },
-                        };
-                        say(&format!(
-                            "    ε {epsilon} min {min_points}: {} blocks, {:.2} s, accuracy {:.2} %, loss {:.4}, {}",
-                            row.blocks_retrained,
-                            row.seconds,
-                            100.0 * row.unlearned.accuracy,
-                            row.unlearned.loss,
-                            if row.failures.is_empty() {
-                                "pass".to_string()
-                            } else {
-                                row.failures.join("; ")
-                            }
-                        ));
-                        rows.push(row);
-                    }
-                }
-                if let Some((b, ..)) = baseline {
-                    baselines.push(b);
-                }
-            }
-            drop(base_chain);
-            fresh_folder(&base)?;
+            let (b, r) = one_seed::<B>(settings, &data, &work, seed, device, say)?;
+            baselines.extend(b);
+            rows.extend(r);
         }
         std::fs::remove_dir(&work).at(&work)?;
         let grid = points(settings, &rows);
@@ -524,6 +462,123 @@ pub fn run<B: AutodiffBackend>(
         });
     }
     Ok(all)
+}
+
+/// Trains seed `seed`'s run with both users kept together in `work`, forgets every request at
+/// every grid point on copies of it, and removes what it made.
+fn one_seed<B: AutodiffBackend>(
+    settings: &CalibrateSettings,
+    data: &Dataset,
+    work: &Path,
+    seed: u64,
+    device: &B::Device,
+    say: &mut Say<'_>,
+) -> Result<(Vec<Baseline>, Vec<GridRow>)> {
+    let s = &settings.setup;
+    let trigger = Trigger::bottom_right(data, PATCH.0, PATCH.1)?.checked(data)?;
+    let bd = Backdoor::choose(data, trigger, settings.fraction, seed)?;
+    let poisoned = bd.poison(data)?;
+    let triggered = bd.triggered_test(&poisoned)?;
+    let ids = probe_ids(&poisoned, &bd, settings.user_size, seed)?;
+    let mut groups = Groups::single(USER, &ids[0]);
+    groups
+        .members
+        .insert(CLEAN_USER.to_string(), ids[1].clone());
+    let groups = groups.with_share(USER_SHARE)?;
+    let base = work.join("base");
+    fresh_folder(&base)?;
+    let trained = train::<B>(
+        &base,
+        &poisoned,
+        s.kind,
+        s.cfg_for(seed),
+        Some(&groups),
+        device,
+        &mut NoProgress,
+    )?;
+    say(&format!(
+        "{} seed {seed}: trained with both users kept together in {:.1} s, accuracy {:.2} %",
+        data.name,
+        trained.train_seconds(),
+        100.0 * trained.test_accuracy
+    ));
+    let base_chain = Chain::open(&base)?;
+    let original = base_chain.served()?;
+    let scorer = Scorer::<B> {
+        setup: s,
+        data: &poisoned,
+        triggered: &triggered,
+        target: usize::from(trigger.target),
+        device,
+        seed,
+    };
+    let (mut baselines, mut rows) = (Vec::new(), Vec::new());
+    let run = work.join("request");
+    for (probe, ids) in Probe::ALL.into_iter().zip(&ids) {
+        let blocks = base_chain.manifest().blocks_holding(ids);
+        let mut judged: Option<Judged> = None;
+        for &min_points in &settings.min_points {
+            for &epsilon in &settings.epsilons {
+                let opts = ForgetOptions {
+                    stop: StopRule::Fit {
+                        epsilon,
+                        negligible: settings.negligible,
+                    },
+                    min_points,
+                    evaluate: false,
+                    ..s.opts
+                };
+                fresh_folder(&run)?;
+                let mut chain = base_chain.copy_to(&run)?;
+                let f = forget::<B>(&mut chain, &poisoned, ids, &opts, device, &mut NoProgress)?;
+                let unlearned = chain.served()?;
+                drop(chain);
+                let j = match judged.take() {
+                    Some(j) => j,
+                    None => {
+                        let j = scorer.judge(&run, work, &original, probe, ids, &blocks)?;
+                        say(&format!(
+                            "  {}: {} samples in {} blocks from block {}; retrained in {:.1} s, accuracy {:.2} %",
+                            probe.label(),
+                            j.baseline.samples,
+                            j.baseline.affected_blocks,
+                            j.baseline.first_block,
+                            j.baseline.retrain_seconds,
+                            100.0 * j.baseline.retrained.accuracy
+                        ));
+                        j
+                    }
+                };
+                fresh_folder(&run)?;
+                let row = scorer.row(
+                    &j,
+                    ids,
+                    &f,
+                    &unlearned,
+                    (epsilon, min_points),
+                    &settings.criteria,
+                )?;
+                say(&format!(
+                    "    ε {epsilon} min {min_points}: {} blocks, {:.2} s, accuracy {:.2} %, loss {:.4}, {}",
+                    row.blocks_retrained,
+                    row.seconds,
+                    100.0 * row.unlearned.accuracy,
+                    row.unlearned.loss,
+                    if row.failures.is_empty() {
+                        "pass".to_string()
+                    } else {
+                        row.failures.join("; ")
+                    }
+                ));
+                rows.push(row);
+                judged = Some(j);
+            }
+        }
+        baselines.extend(judged.map(|j| j.baseline));
+    }
+    drop(base_chain);
+    fresh_folder(&base)?;
+    Ok((baselines, rows))
 }
 
 /// Every grid point's cost and verdict over `rows`.

@@ -244,12 +244,7 @@ fn request<B: AutodiffBackend>(
             .map_or(Ok(ids.to_vec()), |gs| gs.ids_of(&[g]))?,
         None => ids.to_vec(),
     };
-    let affected_blocks = chain
-        .manifest()
-        .blocks
-        .iter()
-        .filter(|b| b.ids.iter().any(|id| ids.binary_search(id).is_ok()))
-        .count();
+    let affected_blocks = chain.manifest().blocks_holding(&ids).len();
     let r = forget::<B>(
         &mut chain,
         judge.data,
