@@ -9,6 +9,7 @@
 //!   recomputes the fingerprint from the cached samples: a flipped byte is a miss, not data;
 //! - a miss decodes the canonical files as if there were no cache, and writing the cache is
 //!   best-effort (a read-only data folder or a full disk only costs the shortcut);
+//! - a cache file over 2 GiB is a miss, never read into memory;
 //! - a file the cache cannot read is left alone (the engine never overwrites a file it cannot
 //!   prove it wrote); delete the `.obliviate-cache` folder to rebuild.
 //!
@@ -29,6 +30,9 @@ use crate::model::InputShape;
 
 /// Identifies the cache layout; a different layout is a different key.
 const FORMAT: &str = "obliviate-data-cache/1";
+
+/// Largest cache file read (full MNIST's is 56 MB): a larger file is a miss, never read.
+const MAX_FILE: u64 = 2 << 30;
 
 /// Folder name of the cache beside the canonical files.
 pub const FOLDER: &str = ".obliviate-cache";
@@ -147,6 +151,9 @@ fn write(path: &Path, key: &str, data: &Dataset) -> Result<()> {
 
 /// The cached dataset at `path` if it is intact and is the decoding these sources (`key`) give.
 fn read(path: &Path, name: DatasetName, key: &str) -> Option<Dataset> {
+    if std::fs::metadata(path).ok()?.len() > MAX_FILE {
+        return None;
+    }
     let bytes = std::fs::read(path).ok()?;
     let (_, header) = SafeTensors::read_metadata(&bytes).ok()?;
     let meta = header.metadata().as_ref()?;
@@ -285,6 +292,13 @@ mod tests {
         std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
         let again = load(DatasetName::Mnist, &sources, Some(&cache), || decode(&src)).unwrap();
         assert_eq!(again.fingerprint, good.fingerprint);
+        // Swapped for a huge (sparse) file: a miss, not read into memory, left alone.
+        let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        f.set_len(MAX_FILE + 1).unwrap();
+        drop(f);
+        let again = load(DatasetName::Mnist, &sources, Some(&cache), || decode(&src)).unwrap();
+        assert_eq!(again.fingerprint, good.fingerprint);
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), MAX_FILE + 1);
     }
 
     #[test]
