@@ -6,11 +6,13 @@ use anyhow::{Context, Result, bail};
 use clap::builder::PossibleValue;
 use clap::{Args, ValueEnum};
 use obliviate::baselines::sisa::Aggregate;
-use obliviate::chain::TrainConfig;
+use obliviate::chain::{Storage, TrainConfig};
 use obliviate::data::{Dataset, DatasetName, Groups};
 use obliviate::experiments::backdoor::Placement;
 use obliviate::model::ModelKind;
 use obliviate::optim::{OptimConfig, OptimizerKind};
+use obliviate::params::Precision;
+use obliviate::store::Compression;
 use obliviate::unlearn::{ForgetOptions, Segmentation, StopRule};
 
 /// A clap value for a library enum that lists its values in `ALL` and spells them with
@@ -62,6 +64,35 @@ value_enum!(
     /// Where a backdoored user's samples go.
     PlacementArg => Placement
 );
+value_enum!(
+    /// A storage precision of increments.
+    PrecisionArg => Precision
+);
+value_enum!(
+    /// Lossless compression of chain files.
+    CompressionArg => Compression
+);
+
+/// A storage precision of optimizer states (no f16: Adam's second moment underflows it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OptPrecisionArg {
+    /// IEEE single precision.
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// 8-bit codes with per-chunk scales.
+    Q8,
+}
+
+impl From<OptPrecisionArg> for Precision {
+    fn from(p: OptPrecisionArg) -> Precision {
+        match p {
+            OptPrecisionArg::F32 => Precision::F32,
+            OptPrecisionArg::Bf16 => Precision::Bf16,
+            OptPrecisionArg::Q8 => Precision::Q8,
+        }
+    }
+}
 
 /// The compute device (and so the backend).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -140,22 +171,22 @@ pub struct TrainArgs {
     /// Number of blocks B [train default: 100].
     #[arg(long)]
     pub blocks: Option<usize>,
-    /// Epochs E on each block [train default: 2].
+    /// Epochs E on each block [train default: 4].
     #[arg(long)]
     pub epochs_per_block: Option<usize>,
     /// Minibatch size [train default: 32].
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Update rule [train default: sgd].
+    /// Update rule [train default: adam].
     #[arg(long)]
     pub optimizer: Option<OptimizerArg>,
-    /// Learning rate [train default: 0.05].
+    /// Learning rate [train default: 0.002].
     #[arg(long)]
     pub lr: Option<f64>,
-    /// SGD momentum [train default: 0.9].
+    /// SGD momentum [train default: 0].
     #[arg(long)]
     pub momentum: Option<f64>,
-    /// Learning rate of the last block as a fraction of --lr (inverse-time decay over blocks; 1 = constant) [train default: 1].
+    /// Learning rate of the last block as a fraction of --lr (inverse-time decay over blocks; 1 = constant) [train default: 0.05].
     #[arg(long)]
     pub lr_final: Option<f64>,
     /// L2 weight decay [default: 0].
@@ -164,18 +195,23 @@ pub struct TrainArgs {
     /// Seed of the split, the initial weights and the minibatch order [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Precision of the stored increments; training rounds to it, so the chain stays exact [default: f32].
+    #[arg(long)]
+    pub storage: Option<PrecisionArg>,
+    /// Precision of the stored optimizer states [default: f32].
+    #[arg(long, value_enum)]
+    pub opt_storage: Option<OptPrecisionArg>,
+    /// Lossless compression of the increment and optimizer-state files [default: none].
+    #[arg(long)]
+    pub compress: Option<CompressionArg>,
+    /// Store a full θ every K blocks, so restoring a block reads one keyframe and fewer than K increments (0: none) [default: 0].
+    #[arg(long)]
+    pub keyframe_every: Option<usize>,
 }
 
-/// The training defaults of `train` and the benchmarks.
+/// The training defaults of `train` and the benchmarks: the documented setting.
 pub fn default_training() -> TrainConfig {
-    TrainConfig {
-        blocks: 100,
-        epochs_per_block: 2,
-        batch_size: 32,
-        optim: OptimConfig::sgd(0.05, 0.9),
-        seed: 0,
-        lr_final: 1.0,
-    }
+    TrainConfig::standard()
 }
 
 impl TrainArgs {
@@ -195,6 +231,10 @@ impl TrainArgs {
             || self.lr_final.is_some()
             || self.weight_decay.is_some()
             || self.seed.is_some()
+            || self.storage.is_some()
+            || self.opt_storage.is_some()
+            || self.compress.is_some()
+            || self.keyframe_every.is_some()
     }
 
     /// The model asked for, or `default`.
@@ -220,6 +260,12 @@ impl TrainArgs {
             optim,
             seed: self.seed.unwrap_or(base.seed),
             lr_final: self.lr_final.unwrap_or(base.lr_final),
+            storage: Storage {
+                delta: self.storage.map_or(base.storage.delta, |p| p.0),
+                opt: self.opt_storage.map_or(base.storage.opt, Precision::from),
+                compression: self.compress.map_or(base.storage.compression, |c| c.0),
+                keyframe_every: self.keyframe_every.unwrap_or(base.storage.keyframe_every),
+            },
         };
         cfg.validate().context("invalid training flags")?;
         Ok(cfg)

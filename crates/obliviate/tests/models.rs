@@ -85,6 +85,7 @@ fn every_model_trains_one_block_and_changes_its_weights() {
             optim: OptimConfig::adam(1e-3),
             seed: 1,
             lr_final: 1.0,
+            storage: Default::default(),
         };
         let (theta, opt) = BlockTrainer::<B>::initial(&data, kind, &cfg, &device).unwrap();
         let trainable: usize = {

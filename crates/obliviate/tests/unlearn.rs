@@ -144,10 +144,23 @@ fn state(dir: &std::path::Path) -> (u64, Option<String>, usize, Vec<u64>) {
 
 #[test]
 fn a_crash_at_any_write_leaves_the_old_chain_or_the_new_one() {
+    crash_at_every_write(tiny_cfg(6));
+}
+
+/// The same with keyframes every 4 blocks: the commit also writes retrained keyframes and
+/// shifts the ones after each segment.
+#[test]
+fn a_crash_at_any_write_of_a_commit_that_shifts_keyframes_leaves_the_old_chain_or_the_new_one() {
+    let mut cfg = tiny_cfg(6);
+    cfg.storage.keyframe_every = 4;
+    crash_at_every_write(cfg);
+}
+
+fn crash_at_every_write(cfg: obliviate::chain::TrainConfig) {
     let data = tiny_data();
     let (reference, run) = (Tmp::new("crash-ref"), Tmp::new("crash-run"));
-    train_tiny(&reference.0, &data, ModelKind::MlpSmall, tiny_cfg(6));
-    train_tiny(&run.0, &data, ModelKind::MlpSmall, tiny_cfg(6));
+    train_tiny(&reference.0, &data, ModelKind::MlpSmall, cfg);
+    train_tiny(&run.0, &data, ModelKind::MlpSmall, cfg);
     // Ids in blocks 2 and 11 with a rule that stops at once: two segments and a stitched gap.
     let ids = {
         let m = Chain::open(&run.0).unwrap().into_manifest();
@@ -354,7 +367,7 @@ fn tamper(run: &std::path::Path, k: usize, edit: impl Fn(&mut f32)) {
     let path = run.join(&r.file);
     let (mut set, meta) = obliviate::params::decode(&std::fs::read(&path).unwrap(), &path).unwrap();
     edit(&mut set.tensors[0].data[0]);
-    let bytes = obliviate::params::encode(&set, &meta).unwrap();
+    let bytes = obliviate::params::encode(&meta.precision.encode(&set), &meta).unwrap();
     std::fs::write(&path, &bytes).unwrap();
     m.blocks[k].delta = Some(obliviate::store::FileRef {
         sha256: obliviate::store::sha256(&bytes),

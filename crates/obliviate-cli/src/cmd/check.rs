@@ -45,7 +45,7 @@ pub fn run(a: &Check, env: &Env) -> Result<()> {
     emit(env, &r, || {
         if r.complete {
             outln!(
-                "ok: {} files verified; θ_0 + Σδ_i equals the served model; {requests} request(s) in the ledger",
+                "ok: {} files verified; θ_B (θ_0 or the latest keyframe + Σδ_i) equals the served model; {requests} request(s) in the ledger",
                 r.files
             );
         } else {

@@ -34,7 +34,7 @@ pub fn run(a: &Eval, env: &Env) -> Result<()> {
     let theta = chain.theta(m.completed())?;
     if m.is_complete() && !theta.bit_identical(&chain.served()?) {
         bail!(
-            "run {}: θ_0 + Σδ_i differs from the served model file",
+            "run {}: θ_B (θ_0 or the latest keyframe + Σδ_i) differs from the served model file",
             a.run.display()
         );
     }

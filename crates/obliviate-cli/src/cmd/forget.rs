@@ -162,6 +162,10 @@ pub fn run(a: &Forget, env: &Env, started: Instant) -> Result<()> {
             r.seconds,
             out.wall_seconds
         );
+        outln!(
+            "  chain bytes read         {:.1} MB",
+            r.bytes_read as f64 / 1e6
+        );
         if let Some(acc) = r.test_accuracy {
             outln!("  test accuracy            {:.2} %", 100.0 * acc);
         }

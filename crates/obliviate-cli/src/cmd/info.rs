@@ -40,6 +40,8 @@ struct InfoReport<'a> {
     deleted: usize,
     block_sizes: BlockSizes,
     bytes_on_disk: u64,
+    /// Bytes by kind, and against the same chain in f32.
+    bytes: obliviate::chain::Bytes,
     test_accuracy: Option<f64>,
     train_seconds: f64,
     generation: u64,
@@ -56,6 +58,7 @@ pub fn run(a: &Info, env: &Env) -> Result<()> {
     let m: &Manifest = chain.manifest();
     let requests = Ledger::committed(&a.run, m.generation)?.len();
     let sizes: Vec<usize> = m.blocks.iter().map(|b| b.ids.len()).collect();
+    let bytes = chain.bytes();
     let r = InfoReport {
         run: &a.run,
         dataset: &m.dataset,
@@ -70,7 +73,8 @@ pub fn run(a: &Info, env: &Env) -> Result<()> {
             min: sizes.iter().min().copied(),
             max: sizes.iter().max().copied(),
         },
-        bytes_on_disk: chain.bytes_on_disk(),
+        bytes_on_disk: bytes.total,
+        bytes,
         test_accuracy: m.test_accuracy,
         train_seconds: m.train_seconds,
         generation: m.generation,
@@ -117,7 +121,31 @@ pub fn run(a: &Info, env: &Env) -> Result<()> {
             c.optim.weight_decay,
             c.seed
         );
-        outln!("bytes        {}", r.bytes_on_disk);
+        outln!(
+            "storage      increments {}, optimizer state {}, compression {}, keyframes {}",
+            c.storage.delta.name(),
+            c.storage.opt.name(),
+            c.storage.compression.name(),
+            match c.storage.keyframe_every {
+                0 => "none".to_string(),
+                k => format!("every {k} blocks"),
+            }
+        );
+        let mb = |b: u64| b as f64 / 1e6;
+        outln!(
+            "bytes        {:.1} MB = {:.1} % of f32 ({:.1} MB): increments {:.1}, optimizer {:.1}, \
+             keyframes {:.1}, θ_0/o_0 {:.2}, model {:.2}, manifest {:.2}, ledger {:.2}",
+            mb(bytes.total),
+            100.0 * bytes.ratio,
+            mb(bytes.raw_f32),
+            mb(bytes.increments),
+            mb(bytes.optimizer),
+            mb(bytes.keyframes),
+            mb(bytes.initial),
+            mb(bytes.model),
+            mb(bytes.manifest),
+            mb(bytes.ledger)
+        );
         if let Some(g) = &m.groups {
             outln!(
                 "groups       {} placed together ({} late)",

@@ -683,6 +683,7 @@ mod tests {
             optim: OptimConfig::sgd(0.05, 0.9),
             seed: 9,
             lr_final: 0.5,
+            storage: Default::default(),
         };
         let dev = Default::default();
         train::<B>(

@@ -6,10 +6,14 @@
 //! RUN/opt0.safetensors                     o_0
 //! RUN/blocks/00001.delta.g0.safetensors    δ_1 (generation 0 = initial training)
 //! RUN/blocks/00001.opt.g0.safetensors      o_1
+//! RUN/blocks/00001.delta.g0.safetensors.zst  (the same, zstd-compressed: `Storage::compression`)
+//! RUN/blocks/00050.theta.g0.safetensors    θ_50, a keyframe (`Storage::keyframe_every`)
 //! RUN/model.g0.safetensors                 θ_0 + Σδ_i, the served model
 //! RUN/ledger.sqlite                        committed forget requests (see `ledger`)
 //! RUN/.lock                                the writer lock
 //! ```
+
+use crate::store::Compression;
 
 /// The manifest.
 pub const MANIFEST: &str = "manifest.json";
@@ -22,14 +26,25 @@ pub const THETA0: &str = "theta0.safetensors";
 /// o_0.
 pub const OPT0: &str = "opt0.safetensors";
 
-/// δ_block written by generation `generation`.
-pub fn delta(block: usize, generation: u64) -> String {
-    format!("{BLOCKS}/{block:05}.delta.g{generation}.safetensors")
+/// δ_block written by generation `generation`, compressed as `c`.
+pub fn delta(block: usize, generation: u64, c: Compression) -> String {
+    format!(
+        "{BLOCKS}/{block:05}.delta.g{generation}.safetensors{}",
+        c.suffix()
+    )
 }
 
-/// o_block written by generation `generation`.
-pub fn opt(block: usize, generation: u64) -> String {
-    format!("{BLOCKS}/{block:05}.opt.g{generation}.safetensors")
+/// o_block written by generation `generation`, compressed as `c`.
+pub fn opt(block: usize, generation: u64, c: Compression) -> String {
+    format!(
+        "{BLOCKS}/{block:05}.opt.g{generation}.safetensors{}",
+        c.suffix()
+    )
+}
+
+/// The keyframe θ_block written by generation `generation` (always plain f32).
+pub fn keyframe(block: usize, generation: u64) -> String {
+    format!("{BLOCKS}/{block:05}.theta.g{generation}.safetensors")
 }
 
 /// The served model written by generation `generation`.
@@ -42,20 +57,29 @@ pub fn model(generation: u64) -> String {
 pub struct Generated {
     /// The generation that wrote it.
     pub generation: u64,
-    /// The block of a δ or o file; `None` for a served model.
+    /// The block of a δ, o or keyframe file; `None` for a served model.
     pub block: Option<usize>,
 }
 
 /// Parses `rel` (relative to the run folder, `/`-separated) if it is exactly a name
-/// [`delta`], [`opt`] or [`model`] produce, or the temporary sibling an atomic write of one
-/// leaves (`.NAME.tmp`). Anything else is not the engine's and is never removed.
+/// [`delta`], [`opt`], [`keyframe`] or [`model`] produce (δ and o with either compression), or the
+/// temporary sibling an atomic write of one leaves (`.NAME.tmp`). Anything else is not the
+/// engine's and is never removed.
 pub fn parse(rel: &str) -> Option<Generated> {
     let (folder, name) = rel.rsplit_once('/').unwrap_or(("", rel));
     let name = match name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) {
         Some(inner) => inner,
         None => name,
     };
+    let zst = Compression::Zstd.suffix();
+    let (name, compressed) = match name.strip_suffix(zst) {
+        Some(inner) => (inner, true),
+        None => (name, false),
+    };
     let stem = name.strip_suffix(".safetensors")?;
+    if compressed && folder != BLOCKS {
+        return None;
+    }
     let (head, generation) = stem.rsplit_once(".g")?;
     let generation = digits(generation)?;
     match folder {
@@ -65,7 +89,12 @@ pub fn parse(rel: &str) -> Option<Generated> {
         }),
         BLOCKS => {
             let (block, kind) = head.split_once('.')?;
-            if block.len() < 5 || !(kind == "delta" || kind == "opt") {
+            let kinds: &[&str] = if compressed {
+                &["delta", "opt"]
+            } else {
+                &["delta", "opt", "theta"]
+            };
+            if block.len() < 5 || !kinds.contains(&kind) {
                 return None;
             }
             if !block.bytes().all(|b| b.is_ascii_digit()) {
@@ -97,9 +126,15 @@ mod tests {
     #[test]
     fn parses_exactly_what_it_names() {
         for (rel, g) in [
-            (delta(7, 3), Some((3, Some(7)))),
-            (opt(12345, 0), Some((0, Some(12345)))),
-            (opt(123456, 9), Some((9, Some(123456)))),
+            (delta(7, 3, Compression::None), Some((3, Some(7)))),
+            (opt(12345, 0, Compression::None), Some((0, Some(12345)))),
+            (opt(123456, 9, Compression::None), Some((9, Some(123456)))),
+            (delta(7, 3, Compression::Zstd), Some((3, Some(7)))),
+            (keyframe(50, 2), Some((2, Some(50)))),
+            (
+                "blocks/.00003.opt.g1.safetensors.zst.tmp".into(),
+                Some((1, Some(3))),
+            ),
             (model(42), Some((42, None))),
             (".model.g2.safetensors.tmp".into(), Some((2, None))),
             (
@@ -115,13 +150,17 @@ mod tests {
             "my-model.g1.safetensors",
             "blocks/my-weights.safetensors",
             "blocks/0001.delta.g0.safetensors",
-            "blocks/00001.theta.g0.safetensors",
+            "blocks/00001.weights.g0.safetensors",
+            "blocks/00050.theta.g0.safetensors.zst",
             "blocks/00001.delta.g0.safetensors.bak",
             ".x.safetensors.tmp",
             "theta0.safetensors",
             "other/00001.delta.g0.safetensors",
             "blocks/00001.delta.g+1.safetensors",
             "model.g01.safetensors",
+            "model.g1.safetensors.zst",
+            "blocks/00001.delta.g0.safetensors.zst.zst",
+            "blocks/00001.delta.g0.zst",
         ] {
             assert_eq!(parse(rel), None, "{rel}");
         }

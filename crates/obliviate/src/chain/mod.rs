@@ -12,14 +12,17 @@ pub mod manifest;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use manifest::{BlockFiles, BlockRecord, Manifest, TrainConfig};
+pub use manifest::{BlockFiles, BlockRecord, Manifest, Storage, TrainConfig};
 
 use crate::data::Dataset;
 use crate::error::{Error, IoContext, Result};
-use crate::params::{FileMeta, ParamSet};
+use crate::params::{EncodedSet, FileMeta, ParamSet};
 use crate::store::sealed::{KeyedSeal, read_sealed_seal, write_sealed};
-use crate::store::tensors::{check_present, copy_referenced, read_tensors, write_tensors};
+use crate::store::tensors::{
+    check_present, copy_referenced, read_tensors, write_encoded, write_tensors,
+};
 use crate::store::{FileRef, FolderLock, ReaderLock, ReadersGone};
 
 /// An opened run folder: a writer ([`Chain::open_mut`], [`Chain::create`]) holds the run's
@@ -32,6 +35,33 @@ pub struct Chain {
     _lock: Option<FolderLock>,
     _reading: Option<ReaderLock>,
     seal: KeyedSeal,
+    /// Bytes of chain files read through this handle (what a request costs in I/O).
+    read: AtomicU64,
+}
+
+/// A run's bytes on disk by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Bytes {
+    /// The increments δ_i.
+    pub increments: u64,
+    /// The optimizer states o_i.
+    pub optimizer: u64,
+    /// The keyframes θ_i.
+    pub keyframes: u64,
+    /// θ_0 and o_0.
+    pub initial: u64,
+    /// The served model.
+    pub model: u64,
+    /// The manifest.
+    pub manifest: u64,
+    /// The request ledger.
+    pub ledger: u64,
+    /// All of the above.
+    pub total: u64,
+    /// What the same chain takes with f32 increments and optimizer states and no keyframes.
+    pub raw_f32: u64,
+    /// `total / raw_f32`.
+    pub ratio: f64,
 }
 
 fn chain_err(dir: &Path, detail: impl Into<String>) -> Error {
@@ -79,6 +109,7 @@ impl Chain {
             _lock: Some(lock),
             _reading: None,
             seal: KeyedSeal::Absent,
+            read: AtomicU64::new(0),
         };
         chain.commit()?;
         Ok(chain)
@@ -99,12 +130,13 @@ impl Chain {
         let (manifest, seal): (Manifest, _) =
             read_sealed_seal(&dir.join(layout::MANIFEST), "manifest JSON")?
                 .ok_or_else(|| not_a_run(dir))?;
-        if manifest.format != manifest::FORMAT {
+        if !(manifest::OLDEST_FORMAT..=manifest::FORMAT).contains(&manifest.format) {
             return Err(chain_err(
                 dir,
                 format!(
-                    "manifest format {} (this build reads {})",
+                    "manifest format {} (this build reads formats {} to {})",
                     manifest.format,
+                    manifest::OLDEST_FORMAT,
                     manifest::FORMAT
                 ),
             ));
@@ -115,6 +147,7 @@ impl Chain {
             _lock: None,
             _reading: None,
             seal,
+            read: AtomicU64::new(0),
         };
         c.check_structure()?;
         Ok(c)
@@ -150,6 +183,19 @@ impl Chain {
                 return Err(chain_err(
                     &self.dir,
                     format!("block record {} has index {}", i + 1, b.index),
+                ));
+            }
+            let keyframe = b.delta.is_some() && m.config.storage.is_keyframe(b.index);
+            if b.theta.is_some() != keyframe {
+                return Err(chain_err(
+                    &self.dir,
+                    format!(
+                        "block {} {} a keyframe where the storage (every {}) says it {}",
+                        b.index,
+                        if b.theta.is_some() { "has" } else { "lacks" },
+                        m.config.storage.keyframe_every,
+                        if keyframe { "has one" } else { "has none" }
+                    ),
                 ));
             }
             if b.delta.is_some() != b.opt.is_some() {
@@ -215,43 +261,83 @@ impl Chain {
 
     /// Reads and verifies a file of this run.
     pub fn read_set(&self, r: &FileRef) -> Result<(ParamSet, FileMeta)> {
+        self.read.fetch_add(r.bytes, Ordering::Relaxed);
         read_tensors(&self.dir, r)
     }
 
-    /// Writes δ_block and o_block as files of generation `generation` (not yet referenced:
-    /// record them with [`Chain::set_block`] or [`Chain::commit_forget`]).
+    /// Bytes of chain files read through this handle so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+
+    /// Writes δ_block and o_block, in the stored form training produced (see
+    /// `params::codec`), as files of generation `generation` (not yet referenced: record them
+    /// with [`Chain::set_block`] or [`Chain::commit_forget`]).
     pub fn write_block(
         &self,
         block: usize,
         generation: u64,
-        delta: &ParamSet,
-        opt: &ParamSet,
+        delta: &EncodedSet,
+        opt: &EncodedSet,
         step: u64,
     ) -> Result<BlockFiles> {
-        let meta = |kind: &str| FileMeta {
+        let storage = self.manifest.config.storage;
+        if (delta.precision, opt.precision) != (storage.delta, storage.opt) {
+            return Err(chain_err(
+                &self.dir,
+                format!(
+                    "block {block} was encoded as {}/{} for a chain stored as {}/{}",
+                    delta.precision.name(),
+                    opt.precision.name(),
+                    storage.delta.name(),
+                    storage.opt.name()
+                ),
+            ));
+        }
+        let meta = |kind: &str, step| FileMeta {
             kind: kind.into(),
             block: block as u64,
             step,
             ..Default::default()
         };
         Ok(BlockFiles {
-            delta: write_tensors(
+            delta: write_encoded(
                 &self.dir,
-                &layout::delta(block, generation),
+                &layout::delta(block, generation, storage.compression),
                 delta,
-                &FileMeta {
-                    step: 0,
-                    ..meta("delta")
-                },
+                &meta("delta", 0),
+                storage.compression,
             )?,
-            opt: write_tensors(
+            opt: write_encoded(
                 &self.dir,
-                &layout::opt(block, generation),
+                &layout::opt(block, generation, storage.compression),
                 opt,
-                &meta("opt"),
+                &meta("opt", step),
+                storage.compression,
             )?,
+            keyframe: None,
             step,
         })
+    }
+
+    /// Writes the keyframe θ_block (f32) as a file of generation `generation` (not yet
+    /// referenced).
+    pub fn write_keyframe(
+        &self,
+        block: usize,
+        generation: u64,
+        theta: &ParamSet,
+    ) -> Result<FileRef> {
+        write_tensors(
+            &self.dir,
+            &layout::keyframe(block, generation),
+            theta,
+            &FileMeta {
+                kind: "theta".into(),
+                block: block as u64,
+                ..Default::default()
+            },
+        )
     }
 
     /// Writes the served model θ as a file of generation `generation` (not yet referenced).
@@ -292,17 +378,18 @@ impl Chain {
     }
 
     /// Commits a forget request as generation g + 1: the retrained blocks take their `files`
-    /// (written under g + 1), `removed` leaves every block and joins the forgotten ids, and
-    /// `model` becomes the served model. Then removes what only generation g referenced.
+    /// and the keyframes after a segment their `shifted` ones (written under g + 1), `removed`
+    /// leaves every block and joins the forgotten ids, and `model` becomes the served model. Then removes what only generation g referenced.
     pub fn commit_forget(
         &mut self,
         files: Vec<(usize, BlockFiles)>,
+        shifted: Vec<(usize, FileRef)>,
         removed: &BTreeSet<u64>,
         model: FileRef,
         test_accuracy: Option<f64>,
     ) -> Result<()> {
         self.manifest
-            .record_forget(files, removed, model, test_accuracy)?;
+            .record_forget(files, shifted, removed, model, test_accuracy)?;
         self.commit()?;
         self.collect_garbage()
     }
@@ -314,10 +401,15 @@ impl Chain {
         self.collect_garbage()
     }
 
-    /// θ_k = θ_0 + δ_1 + … + δ_k, folded left to right in f32 (the definition of the chain).
+    /// θ_k: its latest keyframe (θ_0 when none) plus the increments after it, folded left to
+    /// right in f32 (the definition of the chain). Without keyframes, θ_0 + δ_1 + … + δ_k.
     pub fn theta(&self, k: usize) -> Result<ParamSet> {
-        let (mut theta, _) = self.read_set(&self.manifest.theta0)?;
-        self.fold_into(&mut theta, 1, k)?;
+        let (from, r) = self
+            .manifest
+            .keyframe_at_or_before(k)
+            .unwrap_or((0, &self.manifest.theta0));
+        let (mut theta, _) = self.read_set(r)?;
+        self.fold_into(&mut theta, from + 1, k)?;
         Ok(theta)
     }
 
@@ -393,12 +485,42 @@ impl Chain {
         Ok(self.read_set(r)?.0)
     }
 
-    /// Checks every file's hash and that θ_0 + Σδ_i equals the served model bit for bit.
+    /// Largest difference between a keyframe and the fold that leads to it, relative to the
+    /// keyframe's largest value, that [`Chain::verify`] accepts. A forget shifts later
+    /// keyframes by its stitch offset instead of refolding them, which differs from the fold
+    /// by rounding (a few ulps per block); a wrong keyframe differs by far more.
+    pub const KEYFRAME_TOLERANCE: f32 = 1e-4;
+
+    /// Checks every file's hash, that each keyframe matches the fold that leads to it (within
+    /// [`Chain::KEYFRAME_TOLERANCE`]), and that the chain's definition of θ_B equals the served
+    /// model bit for bit.
     pub fn verify(&self) -> Result<()> {
         let m = &self.manifest;
-        // The fold reads (and hash-checks) θ_0 and every increment once; the other files are
-        // read here. Reading each file once keeps `check` I/O-bound at one pass.
-        let folded = self.theta(m.completed())?;
+        // Each file is read once: θ_0, then block by block its increment and keyframe, so
+        // `check` stays I/O-bound at one pass.
+        let (mut theta, _) = self.read_set(&m.theta0)?;
+        for b in &m.blocks[..m.completed()] {
+            if let Some(r) = &b.delta {
+                theta.add_assign(&self.read_set(r)?.0)?;
+            }
+            if let Some(r) = &b.theta {
+                let (key, _) = self.read_set(r)?;
+                let scale = key.norms_max().max(1.0);
+                let off = theta.max_abs_diff(&key)?;
+                if off > Self::KEYFRAME_TOLERANCE * scale {
+                    return Err(chain_err(
+                        &self.dir,
+                        format!(
+                            "keyframe {} differs from the fold of the increments before it by \
+                             {off:e} (at most {:e} is rounding)",
+                            r.file,
+                            Self::KEYFRAME_TOLERANCE * scale
+                        ),
+                    ));
+                }
+                theta = key;
+            }
+        }
         for r in [&m.opt0]
             .into_iter()
             .chain(m.blocks.iter().filter_map(|b| b.opt.as_ref()))
@@ -407,10 +529,11 @@ impl Chain {
         }
         if let Some(model) = &m.model_file {
             let (served, _) = self.read_set(model)?;
-            if m.is_complete() && !folded.bit_identical(&served) {
+            if m.is_complete() && !theta.bit_identical(&served) {
                 return Err(chain_err(
                     &self.dir,
-                    "θ_0 + Σδ_i differs from the served model",
+                    "the chain's θ_B (latest keyframe + the increments after it) differs from \
+                     the served model",
                 ));
             }
         }
@@ -428,9 +551,39 @@ impl Chain {
 
     /// Sum of the sizes of all referenced files, the manifest and the ledger.
     pub fn bytes_on_disk(&self) -> u64 {
-        let files: u64 = self.manifest.files().iter().map(|r| r.bytes).sum();
+        self.bytes().total
+    }
+
+    /// Where the run's bytes go, by kind, and what the same chain takes in f32.
+    pub fn bytes(&self) -> Bytes {
+        let m = &self.manifest;
         let size = |name: &str| std::fs::metadata(self.dir.join(name)).map_or(0, |m| m.len());
-        files + size(layout::MANIFEST) + size(layout::LEDGER)
+        let deltas = m.blocks.iter().filter_map(|b| b.delta.as_ref());
+        let opts = m.blocks.iter().filter_map(|b| b.opt.as_ref());
+        let mut b = Bytes {
+            increments: deltas.clone().map(|r| r.bytes).sum(),
+            optimizer: opts.clone().map(|r| r.bytes).sum(),
+            keyframes: m
+                .blocks
+                .iter()
+                .filter_map(|b| b.theta.as_ref())
+                .map(|r| r.bytes)
+                .sum(),
+            initial: m.theta0.bytes + m.opt0.bytes,
+            model: m.model_file.as_ref().map_or(0, |r| r.bytes),
+            manifest: size(layout::MANIFEST),
+            ledger: size(layout::LEDGER),
+            ..Bytes::default()
+        };
+        let fixed = b.initial + b.model + b.manifest + b.ledger;
+        b.total = fixed + b.increments + b.optimizer + b.keyframes;
+        // The baseline is the layout before compact chains: f32 increments and optimizer
+        // states, no keyframes. An f32 increment holds θ_0's tensors, an f32 optimizer state
+        // o_0's: the same file sizes up to a few header bytes.
+        b.raw_f32 =
+            fixed + deltas.count() as u64 * m.theta0.bytes + opts.count() as u64 * m.opt0.bytes;
+        b.ratio = b.total as f64 / b.raw_f32.max(1) as f64;
+        b
     }
 
     /// Copies the committed run (referenced files, ledger, manifest last) into `dst`, which
@@ -444,6 +597,7 @@ impl Chain {
             _lock: Some(lock),
             _reading: None,
             seal: self.seal,
+            read: AtomicU64::new(0),
         };
         copy.commit()?;
         Ok(copy)

@@ -13,7 +13,6 @@ use crate::data::backdoor::{Backdoor, Trigger};
 use crate::data::{Dataset, Groups, Split};
 use crate::error::Result;
 use crate::model::ModelKind;
-use crate::optim::OptimConfig;
 use crate::params::ParamSet;
 use crate::train::{Progress, retrain, train};
 use crate::unlearn::{ForgetOptions, ForgetReport, forget};
@@ -105,17 +104,10 @@ pub struct BackdoorSettings {
 }
 
 impl BackdoorSettings {
-    /// The default experiment's training: LeNet-5-sized blocks of the bundled data, Adam with a
-    /// decaying rate and enough epochs for a 1 %-scale user to plant the backdoor.
+    /// The default experiment's training: the documented setting ([`TrainConfig::standard`]),
+    /// whose epochs let a 1 %-scale user plant the backdoor.
     pub fn default_training() -> TrainConfig {
-        TrainConfig {
-            blocks: 100,
-            epochs_per_block: 4,
-            batch_size: 32,
-            optim: OptimConfig::adam(0.002),
-            seed: 0,
-            lr_final: 0.05,
-        }
+        TrainConfig::standard()
     }
 
     /// The default user's share of the training set.

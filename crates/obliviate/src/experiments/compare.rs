@@ -18,7 +18,7 @@ use crate::data::{Dataset, DatasetName, Split};
 use crate::error::{IoContext, Result};
 use crate::model::ModelKind;
 use crate::optim::OptimConfig;
-use crate::params::{FileMeta, ParamSet, encode};
+use crate::params::{FileMeta, ParamSet, Precision, encode};
 use crate::store::sha256;
 use crate::train::{NoProgress, retrain, train};
 use crate::unlearn::forget;
@@ -256,7 +256,7 @@ fn loss_auc(forget: &Outputs, test: &Outputs) -> f64 {
 
 /// The safetensors encoding of a model: its size on disk and hash.
 fn model_file(theta: &ParamSet) -> Result<(u64, String)> {
-    let bytes = encode(theta, &FileMeta::default())?;
+    let bytes = encode(&Precision::F32.encode(theta), &FileMeta::default())?;
     Ok((bytes.len() as u64, sha256(&bytes)))
 }
 

@@ -29,6 +29,7 @@ pub fn config(seed: u64) -> TrainConfig {
         optim: OptimConfig::adam(1e-3),
         seed,
         lr_final: 0.1,
+        storage: Default::default(),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod backdoor;
 pub mod calibrate;
 pub mod compare;
 pub mod demo;
+pub mod storage;
 pub mod throughput;
 pub mod unlearn;
 

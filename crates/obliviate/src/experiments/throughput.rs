@@ -131,6 +131,7 @@ pub fn ours<B: AutodiffBackend>(
         optim: OptimConfig::sgd(0.01, 0.9),
         seed: 0,
         lr_final: 1.0,
+        storage: Default::default(),
     };
     let ids: Vec<u64> = (0..(w.batch * w.steps) as u64).collect();
     let (theta, opt) = BlockTrainer::<B>::initial(data, kind, &cfg, device)?;

@@ -1,4 +1,5 @@
-//! Safetensors encoding of [`ParamSet`]s, byte-deterministic so equal sets give equal files.
+//! Safetensors encoding of tensor sets at any [`Precision`], byte-deterministic so equal sets
+//! give equal files.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -6,6 +7,7 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
 
+use super::codec::{EncodedSet, Precision, Q8_SCALE_SUFFIX, decode_values};
 use super::{NamedTensor, ParamSet};
 use crate::error::{Error, Result};
 
@@ -24,24 +26,58 @@ pub struct FileMeta {
     pub step: u64,
     /// Tensor names in module visit order (safetensors itself sorts by name).
     pub order: Vec<String>,
+    /// How the values are encoded (absent = f32, the format before precisions existed).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
+    /// Values per q8 scale (absent unless q8).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunk: usize,
 }
 
-/// Encodes a set as safetensors bytes (f32, little-endian) with `meta` in the header.
-pub fn encode(set: &ParamSet, meta: &FileMeta) -> Result<Vec<u8>> {
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Encodes a set as safetensors bytes at its precision, with `meta` in the header.
+pub fn encode(set: &EncodedSet, meta: &FileMeta) -> Result<Vec<u8>> {
     let mut meta = meta.clone();
     meta.order = set.tensors.iter().map(|t| t.name.clone()).collect();
+    meta.precision = set.precision;
+    meta.chunk = set.chunk;
     let json = serde_json::to_string(&meta)
         .map_err(|e| crate::error::invalid("metadata", e.to_string()))?;
-    let views: Vec<(String, TensorView<'_>)> = set
-        .tensors
-        .iter()
-        .map(|t| {
-            let bytes: &[u8] = bytemuck::cast_slice(&t.data);
-            TensorView::new(Dtype::F32, t.shape.clone(), bytes)
-                .map(|v| (t.name.clone(), v))
-                .map_err(|e| crate::error::invalid("tensor", format!("{}: {e}", t.name)))
-        })
-        .collect::<Result<_>>()?;
+    fn view<'a>(
+        name: &str,
+        dtype: Dtype,
+        shape: Vec<usize>,
+        bytes: &'a [u8],
+    ) -> Result<TensorView<'a>> {
+        TensorView::new(dtype, shape, bytes)
+            .map_err(|e| crate::error::invalid("tensor", format!("{name}: {e}")))
+    }
+    let mut views: Vec<(String, TensorView<'_>)> = Vec::new();
+    for t in &set.tensors {
+        if t.name.ends_with(Q8_SCALE_SUFFIX) {
+            return Err(crate::error::invalid(
+                "tensor",
+                format!("{}: names ending in {Q8_SCALE_SUFFIX} are reserved", t.name),
+            ));
+        }
+        views.push((
+            t.name.clone(),
+            view(&t.name, t.dtype, t.shape.clone(), &t.bytes)?,
+        ));
+        if let Some(scales) = &t.scales {
+            let name = format!("{}{Q8_SCALE_SUFFIX}", t.name);
+            let v = view(
+                &name,
+                Dtype::F32,
+                vec![scales.len()],
+                bytemuck::cast_slice(scales),
+            )?;
+            views.push((name, v));
+        }
+    }
     let mut info = HashMap::new();
     info.insert(META_KEY.to_string(), json);
     safetensors::serialize(views, Some(info))
@@ -73,12 +109,15 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<(ParamSet, FileMeta)> {
         .and_then(|m| m.get(META_KEY))
         .ok_or_else(|| fmt(8, format!("header has no `{META_KEY}` metadata entry")))
         .and_then(|s| serde_json::from_str(s).map_err(|e| fmt(8, format!("bad metadata: {e}"))))?;
-    if meta.order.len() != st.len() {
+    let q8 = meta.precision == Precision::Q8;
+    let stored = meta.order.len() * if q8 { 2 } else { 1 };
+    if stored != st.len() {
         return Err(fmt(
             8,
             format!(
-                "metadata lists {} tensors, file holds {}",
+                "metadata lists {} {} tensors ({stored} stored), file holds {}",
                 meta.order.len(),
+                meta.precision.name(),
                 st.len()
             ),
         ));
@@ -88,17 +127,48 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<(ParamSet, FileMeta)> {
         let view = st
             .tensor(name)
             .map_err(|e| fmt(8, format!("tensor {name}: {e}")))?;
-        if view.dtype() != Dtype::F32 {
+        let expected: &[Dtype] = match meta.precision {
+            Precision::F32 => &[Dtype::F32],
+            Precision::Bf16 => &[Dtype::BF16],
+            Precision::F16 => &[Dtype::F16],
+            Precision::Q8 => &[Dtype::I8, Dtype::U8],
+        };
+        if !expected.contains(&view.dtype()) {
             return Err(fmt(
                 8,
-                format!("tensor {name} is {:?}, expected F32", view.dtype()),
+                format!(
+                    "tensor {name} is {:?} in a {} file",
+                    view.dtype(),
+                    meta.precision.name()
+                ),
             ));
         }
-        let data: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let scales = if q8 {
+            let scale_name = format!("{name}{Q8_SCALE_SUFFIX}");
+            let s = st
+                .tensor(&scale_name)
+                .map_err(|e| fmt(8, format!("tensor {scale_name}: {e}")))?;
+            if s.dtype() != Dtype::F32 {
+                return Err(fmt(
+                    8,
+                    format!("tensor {scale_name} is {:?}, expected F32", s.dtype()),
+                ));
+            }
+            let scales = decode_values(Dtype::F32, s.data(), None, 0, s.data().len() / 4)
+                .map_err(|e| fmt(8, format!("tensor {scale_name}: {e}")))?;
+            if let Some(bad) = scales.iter().find(|s| !(s.is_finite() && **s >= 0.0)) {
+                return Err(fmt(
+                    8,
+                    format!("tensor {scale_name}: scale {bad} (must be finite and ≥ 0)"),
+                ));
+            }
+            Some(scales)
+        } else {
+            None
+        };
+        let n = view.shape().iter().product();
+        let data = decode_values(view.dtype(), view.data(), scales.as_deref(), meta.chunk, n)
+            .map_err(|e| fmt(8, format!("tensor {name}: {e}")))?;
         tensors.push(NamedTensor {
             name: name.clone(),
             shape: view.shape().to_vec(),
@@ -141,20 +211,32 @@ mod tests {
             kind: "delta".into(),
             block: 7,
             step: 3,
-            order: vec![],
+            ..Default::default()
         };
-        let bytes = encode(&sample(), &meta).unwrap();
-        let (set, m) = decode(&bytes, Path::new("x")).unwrap();
-        assert!(set.bit_identical(&sample()));
-        assert_eq!(m.block, 7);
-        assert_eq!(m.order, vec!["z.weight", "a.bias"]);
-        // Deterministic bytes.
-        assert_eq!(bytes, encode(&sample(), &meta).unwrap());
+        for p in Precision::ALL {
+            let enc = p.encode(&sample());
+            let bytes = encode(&enc, &meta).unwrap();
+            let (set, m) = decode(&bytes, Path::new("x")).unwrap();
+            assert!(set.bit_identical(&enc.decode()), "{p:?}");
+            assert_eq!((m.block, m.precision), (7, p));
+            assert_eq!(m.order, vec!["z.weight", "a.bias"]);
+            // Deterministic bytes.
+            assert_eq!(bytes, encode(&p.encode(&sample()), &meta).unwrap());
+        }
+        let f32_bytes = encode(&Precision::F32.encode(&sample()), &meta).unwrap();
+        assert!(
+            decode(&f32_bytes, Path::new("x"))
+                .unwrap()
+                .0
+                .bit_identical(&sample())
+        );
+        // f32 files carry no precision key: files written before precisions existed read back.
+        assert!(!String::from_utf8_lossy(&f32_bytes).contains("precision"));
     }
 
     #[test]
     fn truncated_file_is_named() {
-        let bytes = encode(&sample(), &FileMeta::default()).unwrap();
+        let bytes = encode(&Precision::F32.encode(&sample()), &FileMeta::default()).unwrap();
         let err = decode(&bytes[..bytes.len() - 3], Path::new("blocks/x.safetensors")).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("blocks/x.safetensors"), "{msg}");

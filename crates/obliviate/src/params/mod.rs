@@ -5,9 +5,11 @@
 //! and file I/O all happen on this type, so the chain is backend-independent and bit-exact.
 
 pub(crate) mod bridge;
+mod codec;
 mod file;
 
 pub use bridge::{extract, load_into, trainable_mask};
+pub use codec::{EncodedSet, EncodedTensor, Precision, Q8_CHUNK, Q8_SCALE_SUFFIX};
 pub use file::{FileMeta, decode, encode};
 
 use crate::error::{Result, invalid};
@@ -113,6 +115,27 @@ impl ParamSet {
         }
         n.l2 = n.l2.sqrt();
         Ok(n)
+    }
+
+    /// Largest |self − other| over all values (f32; NaN counts as infinite).
+    pub fn max_abs_diff(&self, other: &ParamSet) -> Result<f32> {
+        self.check_same_structure(other)?;
+        let mut m = 0f32;
+        for (a, b) in self.tensors.iter().zip(&other.tensors) {
+            for (x, y) in a.data.iter().zip(&b.data) {
+                let d = (x - y).abs();
+                m = if d.is_nan() { f32::INFINITY } else { m.max(d) };
+            }
+        }
+        Ok(m)
+    }
+
+    /// Largest |value| in the set.
+    pub fn norms_max(&self) -> f32 {
+        self.tensors
+            .iter()
+            .flat_map(|t| &t.data)
+            .fold(0f32, |m, x| m.max(x.abs()))
     }
 
     /// L1 and L2 norms of the whole set.

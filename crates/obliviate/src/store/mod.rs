@@ -16,7 +16,7 @@ pub mod sealed;
 pub mod tensors;
 
 pub use lock::{FolderLock, ReaderLock, ReadersGone};
-pub use tensors::FileRef;
+pub use tensors::{Compression, FileRef};
 
 use std::path::Path;
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{atomic, sha256};
 use crate::error::{Error, IoContext, Result};
-use crate::params::{FileMeta, ParamSet, decode, encode};
+use crate::params::{EncodedSet, FileMeta, ParamSet, Precision, decode, encode};
 
 /// A stored file: path relative to its folder, SHA-256 and length.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,12 +18,83 @@ pub struct FileRef {
     pub sha256: String,
     /// Length in bytes.
     pub bytes: u64,
+    /// For a zstd-compressed file, the length of the safetensors bytes it holds: decompression
+    /// stops there, so a hostile file cannot inflate beyond what its referrer recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpacked: Option<u64>,
 }
 
-/// Writes a tensor set as `dir/rel` (atomically, creating its folder) and returns its reference.
+/// Lossless compression of a tensor file's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Plain safetensors.
+    #[default]
+    None,
+    /// A zstd frame (level [`ZSTD_LEVEL`]) holding the safetensors bytes.
+    Zstd,
+}
+
+impl Compression {
+    /// Every compression.
+    pub const ALL: [Compression; 2] = [Compression::None, Compression::Zstd];
+
+    /// The name used in flags and manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    /// True for no compression (the default, omitted from manifests).
+    pub fn is_none(&self) -> bool {
+        *self == Compression::None
+    }
+
+    /// The file-name suffix after `.safetensors`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Zstd => ".zst",
+        }
+    }
+}
+
+/// zstd's default level: on q8 chain files it keeps 62–69 % of the bytes, level 19 57–68 %
+/// (docs/BENCHMARKS.md), at a fraction of the time.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// Writes a tensor set in f32 as `dir/rel` (atomically, creating its folder) and returns its
+/// reference.
 pub fn write_tensors(dir: &Path, rel: &str, set: &ParamSet, meta: &FileMeta) -> Result<FileRef> {
-    let bytes = encode(set, meta)?;
+    write_encoded(
+        dir,
+        rel,
+        &Precision::F32.encode(set),
+        meta,
+        Compression::None,
+    )
+}
+
+/// Writes a set in its stored form as `dir/rel` (atomically, creating its folder), compressed
+/// as asked, and returns its reference.
+pub fn write_encoded(
+    dir: &Path,
+    rel: &str,
+    set: &EncodedSet,
+    meta: &FileMeta,
+    compression: Compression,
+) -> Result<FileRef> {
+    let plain = encode(set, meta)?;
     let path = dir.join(rel);
+    let (bytes, unpacked) = match compression {
+        Compression::None => (plain, None),
+        Compression::Zstd => {
+            let packed = zstd::bulk::compress(&plain, ZSTD_LEVEL).at(&path)?;
+            (packed, Some(plain.len() as u64))
+        }
+    };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).at(parent)?;
     }
@@ -32,6 +103,7 @@ pub fn write_tensors(dir: &Path, rel: &str, set: &ParamSet, meta: &FileMeta) -> 
         file: rel.to_string(),
         sha256: sha256(&bytes),
         bytes: bytes.len() as u64,
+        unpacked,
     })
 }
 
@@ -75,9 +147,41 @@ pub fn read_tensors(dir: &Path, r: &FileRef) -> Result<(ParamSet, FileMeta)> {
             actual,
         });
     }
-    let (set, meta) = decode(&bytes, &path)?;
+    let (set, meta) = match r.unpacked {
+        None => decode(&bytes, &path)?,
+        Some(n) => decode(&unpack(&bytes, n, &path)?, &path)?,
+    };
     set.check_finite(&path.display().to_string())?;
     Ok((set, meta))
+}
+
+/// The `n` bytes a zstd file holds; fails unless it holds exactly that many. Reads at most
+/// n + 1 bytes of output and reserves at most 256 MiB ahead of them.
+fn unpack(bytes: &[u8], n: u64, path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let fmt = |detail: String| Error::Format {
+        path: path.to_path_buf(),
+        format: "zstd",
+        offset: 0,
+        detail,
+    };
+    let decoder = zstd::stream::read::Decoder::new(bytes).map_err(|e| fmt(e.to_string()))?;
+    let mut out = Vec::with_capacity(n.min(256 << 20) as usize);
+    decoder
+        .take(n.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| fmt(e.to_string()))?;
+    if out.len() as u64 != n {
+        return Err(fmt(format!(
+            "holds {} bytes where the manifest records {n}",
+            if out.len() as u64 > n {
+                format!("more than {n}")
+            } else {
+                out.len().to_string()
+            }
+        )));
+    }
+    Ok(out)
 }
 
 /// Copies the files `refs` name (and `extra` plain files, where present) from folder `src` into

@@ -1,9 +1,10 @@
 //! Block-wise training: the loop over blocks, the canonical increment after each block, and
 //! evaluation.
 //!
-//! Invariant kept here: after block i the model holds exactly θ_{i−1} + δ_i computed in f32 on
-//! the host, where δ_i = θ_i^raw − θ_{i−1}. Training continues from that value, so folding the
-//! stored increments reproduces every intermediate model and the served model bit for bit.
+//! Invariant kept here: after block i the model holds exactly θ_{i−1} + Q(δ_i) computed in f32
+//! on the host, where δ_i = θ_i^raw − θ_{i−1} and Q rounds to the chain's storage precision,
+//! and the optimizer holds Q(o_i). Training continues from those values, so folding the stored
+//! increments reproduces every intermediate model and the served model bit for bit.
 
 mod progress;
 mod run;
@@ -24,7 +25,7 @@ use crate::data::{Dataset, Split};
 use crate::error::{Result, invalid};
 use crate::model::{ModelKind, Net};
 use crate::optim::Optimizer;
-use crate::params::{ParamSet, extract, load_into, trainable_mask};
+use crate::params::{EncodedSet, ParamSet, Precision, extract, load_into, trainable_mask};
 
 /// Name of the backend type, recorded in manifests.
 pub fn backend_name<B: Backend>() -> String {
@@ -46,10 +47,14 @@ pub struct BlockTrainer<'a, B: AutodiffBackend> {
 
 /// What one block produced.
 pub struct BlockOutput {
-    /// δ_i.
+    /// δ_i as stored (decoded from `stored_delta`).
     pub delta: ParamSet,
-    /// o_i.
+    /// o_i as stored (decoded from `stored_opt`).
     pub opt_state: ParamSet,
+    /// δ_i in its stored form, for the chain file.
+    pub stored_delta: EncodedSet,
+    /// o_i in its stored form, for the chain file.
+    pub stored_opt: EncodedSet,
     /// Optimizer steps so far.
     pub step: u64,
 }
@@ -152,6 +157,13 @@ impl<'a, B: AutodiffBackend> BlockTrainer<'a, B> {
         delta.check_finite(&format!(
             "training diverged in block {block}: its increment"
         ))?;
+        let storage = self.cfg.storage;
+        let stored_delta = storage.delta.encode(&delta);
+        let delta = stored_delta.decode();
+        delta.check_finite(&format!(
+            "block {block}'s increment at {} precision",
+            storage.delta.name()
+        ))?;
         self.theta.add_assign(&delta)?;
         let model = if raw.bit_identical(&self.theta) {
             model
@@ -159,9 +171,25 @@ impl<'a, B: AutodiffBackend> BlockTrainer<'a, B> {
             load_into(model, &self.theta, &self.device)?
         };
         self.model = Some(model);
+        let stored_opt = storage.opt.encode(&self.opt.to_state());
+        let opt_state = stored_opt.decode();
+        if storage.opt != Precision::F32 {
+            let mask = self.opt.trainable().to_vec();
+            let step = self.opt.step;
+            self.opt = Optimizer::from_state(
+                self.cfg.optim,
+                &self.theta,
+                &mask,
+                &opt_state,
+                step,
+                &self.device,
+            )?;
+        }
         Ok(BlockOutput {
             delta,
-            opt_state: self.opt.to_state(),
+            opt_state,
+            stored_delta,
+            stored_opt,
             step: self.opt.step,
         })
     }

@@ -193,8 +193,16 @@ fn continue_training<B: AutodiffBackend>(
         for block in done + 1..=total {
             let ids = chain.manifest().blocks[block - 1].ids.clone();
             let out = trainer.run_block(block, &ids)?;
-            let files =
-                chain.write_block(block, generation, &out.delta, &out.opt_state, out.step)?;
+            let mut files = chain.write_block(
+                block,
+                generation,
+                &out.stored_delta,
+                &out.stored_opt,
+                out.step,
+            )?;
+            if cfg.storage.is_keyframe(block) {
+                files.keyframe = Some(chain.write_keyframe(block, generation, trainer.theta())?);
+            }
             atomic::hit(&format!("train:block-written:{block}"))?;
             chain.set_block(block, files);
             if last_commit.elapsed() >= COMMIT_EVERY || block == total {

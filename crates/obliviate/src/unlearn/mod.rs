@@ -24,6 +24,7 @@ use crate::chain::{BlockFiles, Chain};
 use crate::data::Dataset;
 use crate::error::{Error, Result, invalid};
 use crate::params::ParamSet;
+use crate::store::FileRef;
 use crate::train::{BlockTrainer, Progress, test_accuracy};
 
 /// How the affected blocks of a request are retrained.
@@ -141,6 +142,10 @@ pub struct ForgetReport {
     pub seconds: f64,
     /// Seconds spent measuring the unlearned model's test accuracy (reporting, not unlearning).
     pub eval_seconds: f64,
+    /// Bytes of chain files the request read: restoring θ_{d−1} and o_{d−1}, the stored
+    /// increments it compared with and stitched, and the served model it checked the fold
+    /// against.
+    pub bytes_read: u64,
     /// Where the time went: opening and checking the run, folding θ_{d−1}, retraining, stitching
     /// the stored increments (between segments and after the last), and committing.
     pub phases: Phases,
@@ -245,6 +250,7 @@ pub fn forget<B: AutodiffBackend>(
     ledger.discard_after(chain.manifest().generation)?;
     let opened = start.elapsed().as_secs_f64();
     let plan = Plan {
+        read_before: chain.bytes_read(),
         ok,
         skipped,
         removed,
@@ -271,6 +277,7 @@ struct Plan {
     generation: u64,
     start: Instant,
     opened: f64,
+    read_before: u64,
 }
 
 /// Retrains, stitches, evaluates and commits a validated request.
@@ -322,6 +329,7 @@ fn carry_out<B: AutodiffBackend>(
         units: UNITS,
         seconds: start.elapsed().as_secs_f64() - eval_seconds,
         eval_seconds,
+        bytes_read: chain.bytes_read() - plan.read_before,
         phases: Phases {
             open: plan.opened,
             commit: 0.0,
@@ -349,7 +357,7 @@ fn carry_out<B: AutodiffBackend>(
         test_accuracy: acc,
         model_sha256: model.sha256.clone(),
     })?;
-    chain.commit_forget(replayed.files, &plan.removed, model, acc)?;
+    chain.commit_forget(replayed.files, replayed.shifted, &plan.removed, model, acc)?;
     report.phases.commit = commit_start.elapsed().as_secs_f64() - eval_seconds;
     report.seconds = start.elapsed().as_secs_f64() - eval_seconds;
     Ok(report)
@@ -389,8 +397,12 @@ pub struct Replay {
     pub notes: Vec<String>,
     /// (L1, L2) residual per retrained block, in block order.
     pub residuals: Vec<(f64, f64)>,
-    /// New (δ', o', step) files of every retrained block, written under the next generation.
+    /// New (δ', o', keyframe, step) files of every retrained block, written under the next
+    /// generation.
     pub files: Vec<(usize, BlockFiles)>,
+    /// Keyframes after a segment, shifted by its stitch offset (written under the next
+    /// generation).
+    pub shifted: Vec<(usize, FileRef)>,
     /// The unlearned model: the last segment's θ'_s + Σ_{i>s} δ_i.
     pub model: ParamSet,
     /// Restore, retrain and stitch seconds (open and commit are left at 0).
@@ -434,6 +446,7 @@ pub fn replay<B: AutodiffBackend>(
     let scale = trainer.theta().numel() as f64;
     let mut residuals = Vec::new();
     let mut files = Vec::new();
+    let mut shifted = Vec::new();
     let mut segments = Vec::new();
     let mut notes = Vec::new();
     // The open segment: its first block, last affected block, residuals and the sizes of the
@@ -461,6 +474,10 @@ pub fn replay<B: AutodiffBackend>(
             .ok_or_else(|| invalid("run", format!("block {k} is not trained")))?;
         let (old, _) = chain.read_set(old_ref)?;
         original.add_assign(&old)?;
+        if let Some(key) = &rec.theta {
+            // The committed chain defines θ_k by its keyframe.
+            original = chain.read_set(key)?.0;
+        }
         norms.push(old.norms().l1);
         let n = old.distance(&out.delta)?;
         if !(n.l1.is_finite() && n.l2.is_finite()) {
@@ -471,10 +488,12 @@ pub fn replay<B: AutodiffBackend>(
         }
         residuals.push((n.l1, n.l2));
         series.push(n.l1);
-        files.push((
-            k,
-            chain.write_block(k, generation, &out.delta, &out.opt_state, out.step)?,
-        ));
+        let mut written =
+            chain.write_block(k, generation, &out.stored_delta, &out.stored_opt, out.step)?;
+        if m.config.storage.is_keyframe(k) {
+            written.keyframe = Some(chain.write_keyframe(k, generation, trainer.theta())?);
+        }
+        files.push((k, written));
         progress.set((k - d + 1) as u64);
         retrain += t.elapsed().as_secs_f64();
         if affected.contains(&k) {
@@ -526,8 +545,14 @@ pub fn replay<B: AutodiffBackend>(
             // Stitch the stored increments up to the next affected block onto the retrained
             // model and restart there from the stored optimizer state.
             let t = Instant::now();
-            let mut theta = trainer.theta().clone();
-            chain.fold_into_all(&mut [&mut theta, &mut original], k + 1, dn - 1)?;
+            let theta = stitch_gap(
+                chain,
+                generation,
+                trainer.theta(),
+                &mut original,
+                (k + 1, dn - 1),
+                &mut shifted,
+            )?;
             stitch += t.elapsed().as_secs_f64();
             let t = Instant::now();
             let (opt, step) = chain.opt_state(dn - 1)?;
@@ -541,13 +566,19 @@ pub fn replay<B: AutodiffBackend>(
     }
     progress.finish();
     let t = Instant::now();
-    let mut model = trainer.theta().clone();
-    chain.fold_into_all(&mut [&mut model, &mut original], k + 1, total)?;
+    let model = stitch_gap(
+        chain,
+        generation,
+        trainer.theta(),
+        &mut original,
+        (k + 1, total),
+        &mut shifted,
+    )?;
     if !original.bit_identical(&chain.served()?) {
         return Err(Error::Chain {
             run: chain.dir().to_path_buf(),
-            detail: "θ_0 + Σδ_i differs from the served model: the chain is corrupt, nothing was \
-                     forgotten"
+            detail: "the chain's θ_B (its latest keyframe, or θ_0, + the increments after it) \
+                     differs from the served model: the chain is corrupt, nothing was forgotten"
                 .into(),
         });
     }
@@ -558,6 +589,7 @@ pub fn replay<B: AutodiffBackend>(
         notes,
         residuals,
         files,
+        shifted,
         model,
         phases: Phases {
             restore,
@@ -566,6 +598,45 @@ pub fn replay<B: AutodiffBackend>(
             ..Phases::default()
         },
     })
+}
+
+/// The new chain's θ at block `to`, stitched from the retrained θ'_{from−1}: the stored
+/// increments of blocks `from..=to` are kept, and each keyframe among them is shifted by the
+/// stitch offset θ' − θ (written under `generation`, recorded in `shifted`) instead of being
+/// refolded from the increments before it, so a gap costs its keyframes and the increments
+/// after the last one, not every increment. `original` holds the committed chain's θ_{from−1}
+/// and is advanced to its θ_to, by the committed chain's own definition.
+fn stitch_gap(
+    chain: &Chain,
+    generation: u64,
+    retrained: &ParamSet,
+    original: &mut ParamSet,
+    (from, to): (usize, usize),
+    shifted: &mut Vec<(usize, FileRef)>,
+) -> Result<ParamSet> {
+    let blocks = &chain.manifest().blocks;
+    let keys: Vec<(usize, &FileRef)> = (from..=to)
+        .filter_map(|i| blocks[i - 1].theta.as_ref().map(|r| (i, r)))
+        .collect();
+    let Some(&(last, _)) = keys.last() else {
+        let mut theta = retrained.clone();
+        chain.fold_into_all(&mut [&mut theta, original], from, to)?;
+        return Ok(theta);
+    };
+    let offset = retrained.sub(original)?;
+    let mut theta = ParamSet::default();
+    for &(j, r) in &keys {
+        let (key, _) = chain.read_set(r)?;
+        let mut moved = key.clone();
+        moved.add_assign(&offset)?;
+        moved.check_finite(&format!("keyframe {j} shifted by the stitch offset"))?;
+        shifted.push((j, chain.write_keyframe(j, generation, &moved)?));
+        if j == last {
+            (*original, theta) = (key, moved);
+        }
+    }
+    chain.fold_into_all(&mut [&mut theta, original], last + 1, to)?;
+    Ok(theta)
 }
 
 #[cfg(test)]

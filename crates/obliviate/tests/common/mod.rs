@@ -29,6 +29,7 @@ pub fn tiny_cfg(seed: u64) -> TrainConfig {
         optim: OptimConfig::sgd(0.05, 0.9),
         seed,
         lr_final: 0.3,
+        storage: Default::default(),
     }
 }
 

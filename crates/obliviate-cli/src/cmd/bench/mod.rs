@@ -4,6 +4,7 @@
 mod audit;
 mod calibrate;
 mod compare;
+mod storage;
 mod train;
 mod unlearn;
 
@@ -32,6 +33,9 @@ pub enum Bench {
     /// The stop rule's default from a grid of thresholds: forgets a backdoored user, a clean
     /// user (both kept together) and a random id, and judges each against retrained models.
     Calibrate(calibrate::Calibrate),
+    /// Compact chains: bytes on disk, accuracy and forget cost per storage precision (writes a
+    /// table).
+    Storage(storage::StorageBench),
 }
 
 pub fn run(b: &Bench, env: &Env) -> Result<()> {
@@ -41,6 +45,7 @@ pub fn run(b: &Bench, env: &Env) -> Result<()> {
         Bench::Compare(a) => compare::run(a, env),
         Bench::Audit(a) => audit::run(a, env),
         Bench::Calibrate(a) => calibrate::run(a, env),
+        Bench::Storage(a) => storage::run(a, env),
     }
 }
 
