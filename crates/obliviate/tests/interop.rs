@@ -39,6 +39,7 @@ fn python_decodes_every_precision_to_the_engines_numbers() {
             opt,
             compression,
             keyframe_every: 0,
+            opt_every: 0,
         };
         let what = storage.to_string();
         let run = Tmp::new("interop");

@@ -220,6 +220,7 @@ fn a_corrupt_compressed_file_is_named() {
         opt: Bf16,
         compression: Compression::Zstd,
         keyframe_every: 0,
+        opt_every: 0,
     };
     let cfg = TrainConfig {
         storage,
@@ -442,4 +443,126 @@ fn a_keyframe_that_does_not_match_its_fold_is_named() {
         err.contains(&r.file) && err.contains("differs from the fold"),
         "{err}"
     );
+}
+
+fn sparse_opt() -> TrainConfig {
+    let mut cfg = tiny_cfg(21);
+    cfg.storage.keyframe_every = 2;
+    cfg.storage.opt_every = 4;
+    cfg
+}
+
+#[test]
+fn optimizer_states_every_few_blocks_are_replayed_exactly() {
+    let data = tiny_data();
+    let (plain, sparse, gold) = (
+        Tmp::new("opt-plain"),
+        Tmp::new("opt-sparse"),
+        Tmp::new("opt-gold"),
+    );
+    let a = train_tiny(&plain.0, &data, ModelKind::MlpSmall, keyframed(2));
+    let b = train_tiny(&sparse.0, &data, ModelKind::MlpSmall, sparse_opt());
+    assert_eq!(
+        a.model_sha256, b.model_sha256,
+        "where o_i is stored changes no model"
+    );
+    let c = Chain::open(&sparse.0).unwrap();
+    c.verify().unwrap();
+    let stored: Vec<usize> = c
+        .manifest()
+        .blocks
+        .iter()
+        .filter(|b| b.opt.is_some())
+        .map(|b| b.index)
+        .collect();
+    assert_eq!(stored, vec![4, 8, 12]);
+    assert!(c.bytes().optimizer * 3 < Chain::open(&plain.0).unwrap().bytes().optimizer);
+    let m = c.into_manifest();
+
+    // ε = 0 from an id in block 7: blocks 5 and 6 are replayed from o_4, then 7..12 retrained;
+    // the result is the retrained chain bit for bit.
+    let exact = ForgetOptions {
+        stop: StopRule::fit(0.0),
+        min_points: 2,
+        ..ForgetOptions::default()
+    };
+    let ids = [m.blocks[6].ids[0]];
+    let r = forget_in(&sparse.0, &data, &ids, &exact).unwrap();
+    assert_eq!((r.blocks_replayed, r.blocks_retrained), (2, 6), "{r:?}");
+    let g = obliviate::train::retrain::<B>(
+        &sparse.0,
+        &gold.0,
+        &data,
+        None,
+        &Default::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+    assert_eq!(r.model_sha256, g.model_sha256);
+    Chain::open(&sparse.0).unwrap().verify().unwrap();
+
+    // Two segments (blocks 2 and 11) that stop at once: the second restarts from o_8 and
+    // replays 9 and 10; the chain stays sound and the next request builds on it.
+    let two = Tmp::new("opt-two");
+    train_tiny(&two.0, &data, ModelKind::MlpSmall, sparse_opt());
+    let r = forget_in(
+        &two.0,
+        &data,
+        &[m.blocks[1].ids[2], m.blocks[10].ids[0]],
+        &eager(),
+    )
+    .unwrap();
+    assert_eq!(r.segments.len(), 2, "{:?}", r.segments);
+    assert_eq!(
+        r.blocks_replayed,
+        1 + 2,
+        "block 1 before the first, 9 and 10 before the second"
+    );
+    Chain::open(&two.0).unwrap().verify().unwrap();
+    forget_in(&two.0, &data, &[m.blocks[5].ids[1]], &eager()).unwrap();
+    Chain::open(&two.0).unwrap().verify().unwrap();
+}
+
+#[test]
+fn resuming_between_stored_optimizer_states_replays_to_the_uninterrupted_chain() {
+    let data = tiny_data();
+    let (whole, cut) = (Tmp::new("opt-whole"), Tmp::new("opt-cut"));
+    train_tiny(&whole.0, &data, ModelKind::MlpSmall, sparse_opt());
+    train_tiny(&cut.0, &data, ModelKind::MlpSmall, sparse_opt());
+    // As if training had committed block 6 and crashed: blocks 7.. and the model unrecorded.
+    let mut m = Chain::open(&cut.0).unwrap().into_manifest();
+    for b in &mut m.blocks[6..] {
+        (b.delta, b.opt, b.theta, b.step) = (None, None, None, 0);
+    }
+    m.model_file = None;
+    m.test_accuracy = None;
+    obliviate::store::sealed::write_sealed(&cut.0.join("manifest.json"), &m).unwrap();
+    let s =
+        obliviate::train::resume::<B>(&cut.0, &data, &Default::default(), &mut NoProgress).unwrap();
+    assert_eq!(s.resumed_from, 6);
+    assert_eq!(chain_files(&whole.0), chain_files(&cut.0));
+    assert_eq!(manifest_sans_timing(&whole.0), manifest_sans_timing(&cut.0));
+}
+
+#[test]
+fn optimizer_states_without_keyframes_beside_them_are_refused() {
+    let data = tiny_data();
+    let run = Tmp::new("opt-no-kf");
+    let mut cfg = tiny_cfg(21);
+    cfg.storage.opt_every = 4;
+    cfg.storage.keyframe_every = 3;
+    let err = obliviate::train::train::<B>(
+        &run.0,
+        &data,
+        ModelKind::MlpSmall,
+        cfg,
+        None,
+        &Default::default(),
+        &mut NoProgress,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("keyframe"), "{err}");
+    assert_eq!(std::fs::read_dir(&run.0).unwrap().count(), 0);
 }

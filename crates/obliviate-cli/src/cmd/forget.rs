@@ -126,9 +126,13 @@ pub fn run(a: &Forget, env: &Env, started: Instant) -> Result<()> {
             r.stop_rule
         );
         outln!(
-            "  blocks retrained         {} of {blocks}, in {} segment(s)",
+            "  blocks retrained         {} of {blocks}, in {} segment(s){}",
             r.blocks_retrained,
-            r.segments.len()
+            r.segments.len(),
+            match r.blocks_replayed {
+                0 => String::new(),
+                n => format!(", and {n} replayed from a stored optimizer state"),
+            }
         );
         for s in &r.segments {
             outln!(

@@ -35,6 +35,11 @@ pub struct Storage {
     /// [`super::Chain::theta`]).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub keyframe_every: usize,
+    /// The optimizer state o_i is stored only after blocks that are multiples of this (0 or 1:
+    /// after every block); a request replays the blocks from the latest stored state. Needs a
+    /// keyframe wherever a state is stored.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub opt_every: usize,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -45,6 +50,11 @@ impl Storage {
     /// True for the all-f32 default (omitted from manifests).
     pub fn is_f32(&self) -> bool {
         *self == Storage::default()
+    }
+
+    /// True when block `block` (1-based) stores its optimizer state.
+    pub fn stores_opt(&self, block: usize) -> bool {
+        self.opt_every <= 1 || block.is_multiple_of(self.opt_every)
     }
 
     /// True when block `block` (1-based) stores a keyframe.
@@ -64,6 +74,9 @@ impl std::fmt::Display for Storage {
         if self.keyframe_every > 0 {
             write!(f, "+kf{}", self.keyframe_every)?;
         }
+        if self.opt_every > 1 {
+            write!(f, "+opt{}", self.opt_every)?;
+        }
         Ok(())
     }
 }
@@ -76,15 +89,20 @@ impl std::str::FromStr for Storage {
         let bad = || {
             crate::error::invalid(
                 "storage",
-                format!("{s:?} (expected DELTA/OPT[+zstd][+kfK], e.g. q8/q8+zstd+kf50)"),
+                format!(
+                    "{s:?} (expected DELTA/OPT[+zstd][+kfK][+optK], e.g. q8/bf16+zstd+kf32+opt32)"
+                ),
             )
         };
         let mut parts = s.split('+');
         let precisions = parts.next().unwrap_or_default();
-        let (mut compression, mut keyframe_every) = (Compression::None, 0);
+        let (mut compression, mut keyframe_every, mut opt_every) = (Compression::None, 0, 0);
+        let count = |k: &str| k.parse().ok().filter(|&k: &usize| k > 0).ok_or_else(bad);
         for part in parts {
             if let Some(k) = part.strip_prefix("kf") {
-                keyframe_every = k.parse().ok().filter(|&k| k > 0).ok_or_else(bad)?;
+                keyframe_every = count(k)?;
+            } else if let Some(k) = part.strip_prefix("opt") {
+                opt_every = count(k)?;
             } else {
                 compression = Compression::ALL
                     .into_iter()
@@ -104,6 +122,7 @@ impl std::str::FromStr for Storage {
             opt: p(o)?,
             compression,
             keyframe_every,
+            opt_every,
         })
     }
 }
@@ -163,6 +182,19 @@ impl TrainConfig {
                 format!("{} (must be in (0, 1])", self.lr_final),
             ));
         }
+        let st = self.storage;
+        if st.opt_every > 1
+            && (st.keyframe_every == 0 || !st.opt_every.is_multiple_of(st.keyframe_every))
+        {
+            return Err(invalid(
+                "optimizer state interval",
+                format!(
+                    "every {} blocks, with keyframes every {}: a stored state needs a keyframe \
+                     beside it (the keyframe interval must divide it)",
+                    st.opt_every, st.keyframe_every
+                ),
+            ));
+        }
         if self.storage.opt == Precision::F16 {
             return Err(invalid(
                 "optimizer state precision",
@@ -212,8 +244,8 @@ pub struct BlockRecord {
 pub struct BlockFiles {
     /// δ_i.
     pub delta: FileRef,
-    /// o_i.
-    pub opt: FileRef,
+    /// o_i, on blocks that store it.
+    pub opt: Option<FileRef>,
     /// θ_i, on keyframe blocks.
     pub keyframe: Option<FileRef>,
     /// Optimizer steps taken up to the end of the block.
@@ -312,7 +344,7 @@ impl Manifest {
     pub(crate) fn set_block(&mut self, block: usize, files: BlockFiles) {
         let rec = &mut self.blocks[block - 1];
         rec.delta = Some(files.delta);
-        rec.opt = Some(files.opt);
+        rec.opt = files.opt;
         rec.theta = files.keyframe;
         rec.step = files.step;
     }
@@ -381,6 +413,15 @@ impl Manifest {
         }
         v.extend(self.model_file.iter());
         v
+    }
+
+    /// The latest block at or before `k` whose optimizer state is stored (0 for o_0).
+    pub fn opt_anchor(&self, k: usize) -> usize {
+        self.blocks[..k.min(self.blocks.len())]
+            .iter()
+            .rev()
+            .find(|b| b.opt.is_some())
+            .map_or(0, |b| b.index)
     }
 
     /// The latest keyframe at or before block `k`: (its block, its file).

@@ -198,12 +198,17 @@ impl Chain {
                     ),
                 ));
             }
-            if b.delta.is_some() != b.opt.is_some() {
+            let stores_opt = b.delta.is_some() && m.config.storage.stores_opt(b.index);
+            if b.opt.is_some() != stores_opt {
                 return Err(chain_err(
                     &self.dir,
                     format!(
-                        "block {} has an increment without optimizer state or vice versa",
-                        b.index
+                        "block {} {} an optimizer state where the storage (every {}) and its \
+                         increment say it {}",
+                        b.index,
+                        if b.opt.is_some() { "has" } else { "lacks" },
+                        m.config.storage.opt_every.max(1),
+                        if stores_opt { "has one" } else { "has none" }
                     ),
                 ));
             }
@@ -271,15 +276,15 @@ impl Chain {
     }
 
     /// Writes δ_block and o_block, in the stored form training produced (see
-    /// `params::codec`), as files of generation `generation` (not yet referenced: record them
-    /// with [`Chain::set_block`] or [`Chain::commit_forget`]).
+    /// `params::codec`), and on keyframe blocks `theta` = θ_block, as files of generation
+    /// `generation` (not yet referenced: record them with [`Chain::set_block`] or
+    /// [`Chain::commit_forget`]).
     pub fn write_block(
         &self,
         block: usize,
         generation: u64,
-        delta: &EncodedSet,
-        opt: &EncodedSet,
-        step: u64,
+        (delta, opt, step): (&EncodedSet, &EncodedSet, u64),
+        theta: &ParamSet,
     ) -> Result<BlockFiles> {
         let storage = self.manifest.config.storage;
         if (delta.precision, opt.precision) != (storage.delta, storage.opt) {
@@ -308,20 +313,26 @@ impl Chain {
                 &meta("delta", 0),
                 storage.compression,
             )?,
-            opt: write_encoded(
-                &self.dir,
-                &layout::opt(block, generation, storage.compression),
-                opt,
-                &meta("opt", step),
-                storage.compression,
-            )?,
-            keyframe: None,
+            opt: match storage.stores_opt(block) {
+                true => Some(write_encoded(
+                    &self.dir,
+                    &layout::opt(block, generation, storage.compression),
+                    opt,
+                    &meta("opt", step),
+                    storage.compression,
+                )?),
+                false => None,
+            },
+            keyframe: match storage.is_keyframe(block) {
+                true => Some(self.write_keyframe(block, generation, theta)?),
+                false => None,
+            },
             step,
         })
     }
 
     /// Writes the keyframe θ_block (f32) as a file of generation `generation` (not yet
-    /// referenced).
+    /// referenced): on keyframe blocks, and where a forget shifts one.
     pub fn write_keyframe(
         &self,
         block: usize,
@@ -459,7 +470,8 @@ impl Chain {
         Ok(())
     }
 
-    /// o_k and the optimizer step count after block k.
+    /// o_k and the optimizer step count after block k, where stored (see
+    /// [`Manifest::opt_anchor`]).
     pub fn opt_state(&self, k: usize) -> Result<(ParamSet, u64)> {
         let r = if k == 0 {
             &self.manifest.opt0
@@ -467,7 +479,12 @@ impl Chain {
             self.manifest.blocks[k - 1]
                 .opt
                 .as_ref()
-                .ok_or_else(|| chain_err(&self.dir, format!("block {k} is not trained")))?
+                .ok_or_else(|| {
+                    chain_err(
+                        &self.dir,
+                        format!("block {k} has no stored optimizer state (untrained, or between stored ones)"),
+                    )
+                })?
         };
         let (set, meta) = self.read_set(r)?;
         Ok((set, meta.step))
@@ -562,7 +579,7 @@ impl Chain {
         let opts = m.blocks.iter().filter_map(|b| b.opt.as_ref());
         let mut b = Bytes {
             increments: deltas.clone().map(|r| r.bytes).sum(),
-            optimizer: opts.clone().map(|r| r.bytes).sum(),
+            optimizer: opts.map(|r| r.bytes).sum(),
             keyframes: m
                 .blocks
                 .iter()
@@ -578,10 +595,9 @@ impl Chain {
         let fixed = b.initial + b.model + b.manifest + b.ledger;
         b.total = fixed + b.increments + b.optimizer + b.keyframes;
         // The baseline is the layout before compact chains: f32 increments and optimizer
-        // states, no keyframes. An f32 increment holds θ_0's tensors, an f32 optimizer state
-        // o_0's: the same file sizes up to a few header bytes.
-        b.raw_f32 =
-            fixed + deltas.count() as u64 * m.theta0.bytes + opts.count() as u64 * m.opt0.bytes;
+        // states after every trained block, no keyframes. An f32 increment holds θ_0's
+        // tensors, an f32 optimizer state o_0's: the same file sizes up to a few header bytes.
+        b.raw_f32 = fixed + deltas.count() as u64 * (m.theta0.bytes + m.opt0.bytes);
         b.ratio = b.total as f64 / b.raw_f32.max(1) as f64;
         b
     }

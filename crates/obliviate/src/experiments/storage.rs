@@ -25,15 +25,33 @@ pub struct StorageSettings {
     pub storages: Vec<Storage>,
     /// Random ids per request.
     pub requests: Vec<usize>,
+    /// Also forget one id of the block at 90 % of the chain: the restore phase's worst case
+    /// without keyframes (it folds nine tenths of the increments).
+    pub late_id: bool,
+}
+
+impl StorageSettings {
+    /// The requests' labels, in order: `N ids` per random request, then `late id`.
+    pub fn labels(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.requests.iter().map(|n| format!("{n} id(s)")).collect();
+        if self.late_id {
+            v.push("late id".into());
+        }
+        v
+    }
 }
 
 /// One request forgotten in one chain.
 #[derive(Debug, Clone, Serialize)]
 pub struct RequestCost {
+    /// What was asked (see [`StorageSettings::labels`]).
+    pub request: String,
     /// Ids in the request.
     pub ids: usize,
     /// Blocks retrained.
     pub blocks_retrained: usize,
+    /// Blocks replayed from a stored optimizer state (chains that store it every few blocks).
+    pub blocks_replayed: usize,
     /// Engine seconds of the request (evaluation excluded).
     pub forget_seconds: f64,
     /// Of which restoring θ_{d−1} and o_{d−1}.
@@ -93,7 +111,8 @@ pub fn run<B: AutodiffBackend>(
         let mut rows = Vec::new();
         for seed in 0..s.seeds as u64 {
             // Reference accuracy per request, from the first storage's retrains.
-            let mut reference: Vec<Option<f64>> = vec![None; settings.requests.len()];
+            let labels = settings.labels();
+            let mut reference: Vec<Option<f64>> = vec![None; labels.len()];
             for &storage in &settings.storages {
                 fresh_folder(&base)?;
                 let cfg = TrainConfig {
@@ -110,12 +129,21 @@ pub fn run<B: AutodiffBackend>(
                     bytes.total as f64 / 1e6,
                     100.0 * bytes.ratio
                 ));
+                let mut asks: Vec<Vec<u64>> = settings
+                    .requests
+                    .iter()
+                    .map(|&n| pick_ids(&data, n, seed))
+                    .collect();
+                if settings.late_id {
+                    let blocks = &chain.manifest().blocks;
+                    let late = (blocks.len() * 9).div_ceil(10).max(1);
+                    asks.push(blocks[late - 1].ids.iter().take(1).copied().collect());
+                }
                 let mut requests = Vec::new();
-                for (i, &n) in settings.requests.iter().enumerate() {
+                for (i, (ids, label)) in asks.iter().zip(&labels).enumerate() {
                     fresh_folder(&fork)?;
                     let mut copy = chain.copy_to(&fork)?;
-                    let ids = pick_ids(&data, n, seed);
-                    let r = forget::<B>(&mut copy, &data, &ids, &s.opts, device, &mut NoProgress)?;
+                    let r = forget::<B>(&mut copy, &data, ids, &s.opts, device, &mut NoProgress)?;
                     drop(copy);
                     let retrained = match reference[i] {
                         Some(acc) => acc,
@@ -130,8 +158,10 @@ pub fn run<B: AutodiffBackend>(
                     };
                     fresh_folder(&fork)?;
                     let cost = RequestCost {
-                        ids: n,
+                        request: label.clone(),
+                        ids: ids.len(),
                         blocks_retrained: r.blocks_retrained,
+                        blocks_replayed: r.blocks_replayed,
                         forget_seconds: r.seconds,
                         restore_seconds: r.phases.restore,
                         bytes_read: r.bytes_read,
@@ -139,10 +169,12 @@ pub fn run<B: AutodiffBackend>(
                         retrained,
                     };
                     say(&format!(
-                        "  {n} id(s): {} blocks retrained in {:.2} s (restore {:.3} s), accuracy {:.2} % (reference {:.2} %)",
+                        "  {label}: {} blocks retrained (+{} replayed) in {:.2} s (restore {:.3} s, {:.1} MB read), accuracy {:.2} % (reference {:.2} %)",
                         cost.blocks_retrained,
+                        cost.blocks_replayed,
                         cost.forget_seconds,
                         cost.restore_seconds,
+                        cost.bytes_read as f64 / 1e6,
                         100.0 * cost.unlearned,
                         100.0 * cost.retrained
                     ));

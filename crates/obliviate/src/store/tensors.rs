@@ -61,8 +61,8 @@ impl Compression {
     }
 }
 
-/// zstd's default level: on q8 chain files it keeps 62–69 % of the bytes, level 19 57–68 %
-/// (docs/BENCHMARKS.md), at a fraction of the time.
+/// zstd's default level, fast enough to stay out of the training loop's way (docs/BENCHMARKS.md
+/// has what it saves).
 pub const ZSTD_LEVEL: i32 = 3;
 
 /// Writes a tensor set in f32 as `dir/rel` (atomically, creating its folder) and returns its

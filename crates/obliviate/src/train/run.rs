@@ -173,6 +173,37 @@ pub fn retrain<B: AutodiffBackend>(
     )
 }
 
+/// A trainer holding θ_k and o_k of a chain still in its first training: o_k is read where
+/// stored, else replayed from the latest stored state, and the replay must reproduce the
+/// stored increments (training is deterministic) or the chain is refused.
+fn resume_point<'a, B: AutodiffBackend>(
+    chain: &Chain,
+    data: &'a Dataset,
+    k: usize,
+    device: &B::Device,
+) -> Result<BlockTrainer<'a, B>> {
+    let m = chain.manifest();
+    let a = m.opt_anchor(k);
+    let (opt, step) = chain.opt_state(a)?;
+    let mut trainer =
+        BlockTrainer::<B>::new(data, m.model, m.config, chain.theta(a)?, &opt, step, device)?;
+    for (i, b) in m.blocks.iter().enumerate().take(k).skip(a) {
+        let out = trainer.run_block(i + 1, &b.ids)?;
+        let stored = b.delta.as_ref().map(|r| chain.read_set(r)).transpose()?;
+        if !stored.is_some_and(|(s, _)| s.bit_identical(&out.delta)) {
+            return Err(crate::Error::Chain {
+                run: chain.dir().to_path_buf(),
+                detail: format!(
+                    "replaying block {} from the optimizer state of block {a} does not \
+                     reproduce its stored increment",
+                    i + 1
+                ),
+            });
+        }
+    }
+    Ok(trainer)
+}
+
 fn continue_training<B: AutodiffBackend>(
     chain: &mut Chain,
     data: &Dataset,
@@ -181,28 +212,22 @@ fn continue_training<B: AutodiffBackend>(
     start: Instant,
 ) -> Result<TrainSummary> {
     let m = chain.manifest();
-    let (done, total, kind, cfg) = (m.completed(), m.blocks.len(), m.model, m.config);
+    let (done, total, kind) = (m.completed(), m.blocks.len(), m.model);
     let (generation, prior_seconds) = (m.generation, m.train_seconds);
     if done < total {
-        let theta = chain.theta(done)?;
-        let (opt, step) = chain.opt_state(done)?;
-        let mut trainer = BlockTrainer::<B>::new(data, kind, cfg, theta, &opt, step, device)?;
+        let mut trainer = resume_point::<B>(chain, data, done, device)?;
         progress.start("train blocks", total as u64);
         progress.set(done as u64);
         let mut last_commit = Instant::now();
         for block in done + 1..=total {
             let ids = chain.manifest().blocks[block - 1].ids.clone();
             let out = trainer.run_block(block, &ids)?;
-            let mut files = chain.write_block(
+            let files = chain.write_block(
                 block,
                 generation,
-                &out.stored_delta,
-                &out.stored_opt,
-                out.step,
+                (&out.stored_delta, &out.stored_opt, out.step),
+                trainer.theta(),
             )?;
-            if cfg.storage.is_keyframe(block) {
-                files.keyframe = Some(chain.write_keyframe(block, generation, trainer.theta())?);
-            }
             atomic::hit(&format!("train:block-written:{block}"))?;
             chain.set_block(block, files);
             if last_commit.elapsed() >= COMMIT_EVERY || block == total {

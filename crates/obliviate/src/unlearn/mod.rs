@@ -124,6 +124,9 @@ pub struct ForgetReport {
     pub stop_block: usize,
     /// Blocks retrained, over all segments.
     pub blocks_retrained: usize,
+    /// Blocks without removed ids trained again from the latest stored optimizer state before
+    /// a segment (only when the chain stores states every few blocks).
+    pub blocks_replayed: usize,
     /// The segments, in block order.
     pub segments: Vec<Segment>,
     /// Plain statements the requester should read: why a segment had to run to the chain's end.
@@ -319,7 +322,8 @@ fn carry_out<B: AutodiffBackend>(
         first_block: affected.first().copied().unwrap_or(1),
         last_block: affected.last().copied().unwrap_or(1),
         stop_block: last.map_or(0, |s| s.stop_block),
-        blocks_retrained: replayed.files.len(),
+        blocks_retrained: replayed.files.len() - replayed.replayed,
+        blocks_replayed: replayed.replayed,
         residuals: replayed.residuals.iter().map(|n| n.0).collect(),
         residuals_l2: replayed.residuals.iter().map(|n| n.1).collect(),
         fit: last.and_then(|s| s.fit),
@@ -400,6 +404,9 @@ pub struct Replay {
     /// New (δ', o', keyframe, step) files of every retrained block, written under the next
     /// generation.
     pub files: Vec<(usize, BlockFiles)>,
+    /// Of `files`, the blocks replayed (no removed ids) from a stored optimizer state to the
+    /// block a segment starts at.
+    pub replayed: usize,
     /// Keyframes after a segment, shifted by its stitch offset (written under the next
     /// generation).
     pub shifted: Vec<(usize, FileRef)>,
@@ -435,17 +442,28 @@ pub fn replay<B: AutodiffBackend>(
     }
     let generation = m.next_generation()?;
     let t0 = Instant::now();
-    let theta = chain.theta(d - 1)?;
-    // θ_0 + Σδ_i of the stored chain, folded alongside from the same reads: it must be the
-    // served model, or the request would build on (and launder) a corrupt chain.
+    // Restore θ_{d−1} and o_{d−1}: from the latest stored optimizer state a ≤ d − 1, replaying
+    // blocks a + 1 ..= d − 1 when the chain stores states only every few blocks.
+    let a = m.opt_anchor(d - 1);
+    let theta = chain.theta(a)?;
+    // The committed chain's θ (its own definition), advanced alongside from the same reads: it
+    // must end at the served model, or the request would build on (and launder) a corrupt
+    // chain.
     let mut original = theta.clone();
-    let (opt, step) = chain.opt_state(d - 1)?;
+    let (opt, step) = chain.opt_state(a)?;
     let mut trainer = BlockTrainer::<B>::new(data, m.model, m.config, theta, &opt, step, device)?;
+    let mut files = Vec::new();
+    let mut replayed = replay_blocks(
+        chain,
+        &mut trainer,
+        &mut original,
+        (a + 1, d - 1),
+        &mut files,
+    )?;
     let mut restore = t0.elapsed().as_secs_f64();
     let mut stitch = 0.0;
     let scale = trainer.theta().numel() as f64;
     let mut residuals = Vec::new();
-    let mut files = Vec::new();
     let mut shifted = Vec::new();
     let mut segments = Vec::new();
     let mut notes = Vec::new();
@@ -488,12 +506,11 @@ pub fn replay<B: AutodiffBackend>(
         }
         residuals.push((n.l1, n.l2));
         series.push(n.l1);
-        let mut written =
-            chain.write_block(k, generation, &out.stored_delta, &out.stored_opt, out.step)?;
-        if m.config.storage.is_keyframe(k) {
-            written.keyframe = Some(chain.write_keyframe(k, generation, trainer.theta())?);
-        }
-        files.push((k, written));
+        let stored = (&out.stored_delta, &out.stored_opt, out.step);
+        files.push((
+            k,
+            chain.write_block(k, generation, stored, trainer.theta())?,
+        ));
         progress.set((k - d + 1) as u64);
         retrain += t.elapsed().as_secs_f64();
         if affected.contains(&k) {
@@ -519,9 +536,11 @@ pub fn replay<B: AutodiffBackend>(
             }
         };
         let next = affected.range(k + 1..).next().copied();
-        // A segment ends when the rule fires, unless the next affected block follows at once
-        // (segments that meet merge), or at the chain's end.
-        let ends = (decision.stop && next != Some(k + 1)) || k == total;
+        // A segment ends when the rule fires, unless the next segment would have to restart
+        // before this one's end: the next affected block follows at once, or no optimizer
+        // state is stored between them (segments that meet merge); or at the chain's end.
+        let restartable = next.is_none_or(|dn| m.opt_anchor(dn - 1) > k);
+        let ends = (decision.stop && restartable) || k == total;
         if ends {
             if !decision.stop && k > last_affected && opts.stop.can_stop_early() {
                 notes.push(ran_to_the_end(first, last_affected, &series, &norms));
@@ -542,21 +561,30 @@ pub fn replay<B: AutodiffBackend>(
             let Some(dn) = next else {
                 break;
             };
-            // Stitch the stored increments up to the next affected block onto the retrained
-            // model and restart there from the stored optimizer state.
+            // Stitch the stored increments onto the retrained model up to the latest stored
+            // optimizer state a before the next affected block, restart there, and replay the
+            // blocks between a and that block (none when every block stores its state).
             let t = Instant::now();
+            let a = m.opt_anchor(dn - 1);
             let theta = stitch_gap(
                 chain,
                 generation,
                 trainer.theta(),
                 &mut original,
-                (k + 1, dn - 1),
+                (k + 1, a),
                 &mut shifted,
             )?;
             stitch += t.elapsed().as_secs_f64();
             let t = Instant::now();
-            let (opt, step) = chain.opt_state(dn - 1)?;
+            let (opt, step) = chain.opt_state(a)?;
             trainer = BlockTrainer::<B>::new(data, m.model, m.config, theta, &opt, step, device)?;
+            replayed += replay_blocks(
+                chain,
+                &mut trainer,
+                &mut original,
+                (a + 1, dn - 1),
+                &mut files,
+            )?;
             restore += t.elapsed().as_secs_f64();
             (first, last_affected, k) = (dn, dn, dn);
             progress.set((k - d) as u64);
@@ -589,6 +617,7 @@ pub fn replay<B: AutodiffBackend>(
         notes,
         residuals,
         files,
+        replayed,
         shifted,
         model,
         phases: Phases {
@@ -598,6 +627,39 @@ pub fn replay<B: AutodiffBackend>(
             ..Phases::default()
         },
     })
+}
+
+/// Trains blocks `from..=to` (which hold no removed ids) again from `trainer`'s state and
+/// writes them as blocks of the new chain, advancing `original` (the committed chain's θ)
+/// over the same blocks; returns how many. Where the committed chain was never stitched this
+/// reproduces its increments exactly.
+fn replay_blocks<B: AutodiffBackend>(
+    chain: &Chain,
+    trainer: &mut BlockTrainer<'_, B>,
+    original: &mut ParamSet,
+    (from, to): (usize, usize),
+    files: &mut Vec<(usize, BlockFiles)>,
+) -> Result<usize> {
+    let m = chain.manifest();
+    let generation = m.next_generation()?;
+    for k in from..=to {
+        let rec = &m.blocks[k - 1];
+        let out = trainer.run_block(k, &rec.ids)?;
+        let stored = rec
+            .delta
+            .as_ref()
+            .ok_or_else(|| invalid("run", format!("block {k} is not trained")))?;
+        original.add_assign(&chain.read_set(stored)?.0)?;
+        if let Some(key) = &rec.theta {
+            *original = chain.read_set(key)?.0;
+        }
+        let written = (&out.stored_delta, &out.stored_opt, out.step);
+        files.push((
+            k,
+            chain.write_block(k, generation, written, trainer.theta())?,
+        ));
+    }
+    Ok((from..=to).count())
 }
 
 /// The new chain's θ at block `to`, stitched from the retrained θ'_{from−1}: the stored
