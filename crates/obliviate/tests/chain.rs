@@ -108,15 +108,7 @@ fn resume_after_a_crash_gives_the_uninterrupted_chain() {
     train_tiny(&whole.0, &data, ModelKind::MlpSmall, cfg);
     // Crash right after block 7's files are written (its manifest update may not be).
     atomic::arm("train:block-written:7", 1);
-    let r = obliviate::train::train::<B>(
-        &broken.0,
-        &data,
-        ModelKind::MlpSmall,
-        cfg,
-        None,
-        &Default::default(),
-        &mut NoProgress,
-    );
+    let r = try_train(&broken.0, &data, ModelKind::MlpSmall, cfg);
     assert!(matches!(r, Err(obliviate::Error::Failpoint(_))), "{r:?}");
     let partial = Chain::open(&broken.0).unwrap();
     assert!(partial.manifest().completed() < 12 && partial.manifest().model_file.is_none());

@@ -27,6 +27,15 @@ fn cfg(delta: Precision, opt: Precision) -> TrainConfig {
 const MODES: [(Precision, Precision); 5] =
     [(Bf16, Bf16), (F16, F32), (Q8, Q8), (Q8, Bf16), (F32, Q8)];
 
+/// ε = 0 with the stop rule consulted from the second residual on: it must never stop early.
+fn exact() -> ForgetOptions {
+    ForgetOptions {
+        stop: StopRule::fit(0.0),
+        min_points: 2,
+        ..ForgetOptions::default()
+    }
+}
+
 fn precision_of(chain: &Chain, r: &obliviate::store::FileRef) -> Precision {
     chain.read_set(r).unwrap().1.precision
 }
@@ -85,22 +94,9 @@ fn every_precision_keeps_the_chain_exact() {
         // Forgetting with ε = 0 retrains under the same procedure: it equals retraining.
         let m = Chain::open(&a.0).unwrap().into_manifest();
         let ids = [m.blocks[3].ids[0], m.blocks[8].ids[2]];
-        let exact = ForgetOptions {
-            stop: StopRule::fit(0.0),
-            min_points: 2,
-            ..ForgetOptions::default()
-        };
-        let r = forget_in(&a.0, &data, &ids, &exact).unwrap();
+        let r = forget_in(&a.0, &data, &ids, &exact()).unwrap();
         assert_eq!((r.first_block, r.stop_block), (4, 12), "{what}");
-        let g = obliviate::train::retrain::<B>(
-            &a.0,
-            &gold.0,
-            &data,
-            None,
-            &Default::default(),
-            &mut NoProgress,
-        )
-        .unwrap();
+        let g = retrain_exact(&a.0, &gold.0, &data);
         assert_eq!(
             r.model_sha256, g.model_sha256,
             "{what}: forget(ε = 0) ≠ retrain"
@@ -195,18 +191,10 @@ fn a_corrupt_q8_scale_is_named_by_file_and_tensor() {
 fn optimizer_state_in_f16_is_refused_before_anything_is_written() {
     let data = tiny_data();
     let run = Tmp::new("opt-f16");
-    let err = obliviate::train::train::<B>(
-        &run.0,
-        &data,
-        ModelKind::MlpSmall,
-        cfg(F32, F16),
-        None,
-        &Default::default(),
-        &mut NoProgress,
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let err = try_train(&run.0, &data, ModelKind::MlpSmall, cfg(F32, F16))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("f16") && err.contains("bf16 or q8"), "{err}");
     assert_eq!(std::fs::read_dir(&run.0).unwrap().count(), 0);
 }
@@ -398,21 +386,8 @@ fn keyframes_change_no_model_and_let_a_request_read_less() {
     // ε = 0 runs to the end: nothing is shifted, and it equals retraining bit for bit.
     let fresh = Tmp::new("kf-exact");
     train_tiny(&fresh.0, &data, ModelKind::MlpSmall, keyframed(4));
-    let exact = ForgetOptions {
-        stop: StopRule::fit(0.0),
-        min_points: 2,
-        ..ForgetOptions::default()
-    };
-    let r = forget_in(&fresh.0, &data, &ids, &exact).unwrap();
-    let g = obliviate::train::retrain::<B>(
-        &fresh.0,
-        &gold.0,
-        &data,
-        None,
-        &Default::default(),
-        &mut NoProgress,
-    )
-    .unwrap();
+    let r = forget_in(&fresh.0, &data, &ids, &exact()).unwrap();
+    let g = retrain_exact(&fresh.0, &gold.0, &data);
     assert_eq!(r.model_sha256, g.model_sha256);
 }
 
@@ -481,23 +456,10 @@ fn optimizer_states_every_few_blocks_are_replayed_exactly() {
 
     // ε = 0 from an id in block 7: blocks 5 and 6 are replayed from o_4, then 7..12 retrained;
     // the result is the retrained chain bit for bit.
-    let exact = ForgetOptions {
-        stop: StopRule::fit(0.0),
-        min_points: 2,
-        ..ForgetOptions::default()
-    };
     let ids = [m.blocks[6].ids[0]];
-    let r = forget_in(&sparse.0, &data, &ids, &exact).unwrap();
+    let r = forget_in(&sparse.0, &data, &ids, &exact()).unwrap();
     assert_eq!((r.blocks_replayed, r.blocks_retrained), (2, 6), "{r:?}");
-    let g = obliviate::train::retrain::<B>(
-        &sparse.0,
-        &gold.0,
-        &data,
-        None,
-        &Default::default(),
-        &mut NoProgress,
-    )
-    .unwrap();
+    let g = retrain_exact(&sparse.0, &gold.0, &data);
     assert_eq!(r.model_sha256, g.model_sha256);
     Chain::open(&sparse.0).unwrap().verify().unwrap();
 
@@ -551,18 +513,10 @@ fn optimizer_states_without_keyframes_beside_them_are_refused() {
     let mut cfg = tiny_cfg(21);
     cfg.storage.opt_every = 4;
     cfg.storage.keyframe_every = 3;
-    let err = obliviate::train::train::<B>(
-        &run.0,
-        &data,
-        ModelKind::MlpSmall,
-        cfg,
-        None,
-        &Default::default(),
-        &mut NoProgress,
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let err = try_train(&run.0, &data, ModelKind::MlpSmall, cfg)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("keyframe"), "{err}");
     assert_eq!(std::fs::read_dir(&run.0).unwrap().count(), 0);
 }

@@ -60,15 +60,7 @@ fn forget_with_zero_epsilon_equals_retraining_bit_for_bit() {
         "removing samples changes every later increment: {:?}",
         r.residuals
     );
-    let g = obliviate::train::retrain::<B>(
-        &run.0,
-        &gold.0,
-        &data,
-        None,
-        &Default::default(),
-        &mut NoProgress,
-    )
-    .unwrap();
+    let g = retrain_exact(&run.0, &gold.0, &data);
     assert_eq!(
         r.model_sha256, g.model_sha256,
         "forget(ε = 0) must equal retraining"

@@ -185,32 +185,35 @@ impl Chain {
                     format!("block record {} has index {}", i + 1, b.index),
                 ));
             }
-            let keyframe = b.delta.is_some() && m.config.storage.is_keyframe(b.index);
-            if b.theta.is_some() != keyframe {
-                return Err(chain_err(
-                    &self.dir,
-                    format!(
-                        "block {} {} a keyframe where the storage (every {}) says it {}",
-                        b.index,
-                        if b.theta.is_some() { "has" } else { "lacks" },
-                        m.config.storage.keyframe_every,
-                        if keyframe { "has one" } else { "has none" }
-                    ),
-                ));
-            }
-            let stores_opt = b.delta.is_some() && m.config.storage.stores_opt(b.index);
-            if b.opt.is_some() != stores_opt {
-                return Err(chain_err(
-                    &self.dir,
-                    format!(
-                        "block {} {} an optimizer state where the storage (every {}) and its \
-                         increment say it {}",
-                        b.index,
-                        if b.opt.is_some() { "has" } else { "lacks" },
-                        m.config.storage.opt_every.max(1),
-                        if stores_opt { "has one" } else { "has none" }
-                    ),
-                ));
+            // A trained block holds a keyframe and an optimizer state exactly where the storage
+            // puts them.
+            let st = &m.config.storage;
+            for (what, has, every, should) in [
+                (
+                    "keyframe",
+                    b.theta.is_some(),
+                    st.keyframe_every,
+                    st.is_keyframe(b.index),
+                ),
+                (
+                    "optimizer state",
+                    b.opt.is_some(),
+                    st.opt_every.max(1),
+                    st.stores_opt(b.index),
+                ),
+            ] {
+                let should = should && b.delta.is_some();
+                if has != should {
+                    return Err(chain_err(
+                        &self.dir,
+                        format!(
+                            "block {} {} a {what} where the storage (every {every}) says it has {}",
+                            b.index,
+                            if has { "has" } else { "lacks" },
+                            if should { "one" } else { "none" }
+                        ),
+                    ));
+                }
             }
         }
         let done = m.completed();
@@ -390,7 +393,8 @@ impl Chain {
 
     /// Commits a forget request as generation g + 1: the retrained blocks take their `files`
     /// and the keyframes after a segment their `shifted` ones (written under g + 1), `removed`
-    /// leaves every block and joins the forgotten ids, and `model` becomes the served model. Then removes what only generation g referenced.
+    /// leaves every block and joins the forgotten ids, and `model` becomes the served model.
+    /// Then removes what only generation g referenced.
     pub fn commit_forget(
         &mut self,
         files: Vec<(usize, BlockFiles)>,

@@ -104,6 +104,11 @@ impl<'a, B: AutodiffBackend> BlockTrainer<'a, B> {
         &self.theta
     }
 
+    /// The optimizer state and step count after the last block trained (as stored: Q(o)).
+    pub fn opt_state(&self) -> (ParamSet, u64) {
+        (self.opt.to_state(), self.opt.step)
+    }
+
     /// The current model, for evaluation.
     pub fn model(&self) -> &Net<B> {
         self.model

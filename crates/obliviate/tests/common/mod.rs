@@ -60,6 +60,16 @@ impl Drop for Tmp {
 }
 
 pub fn train_tiny(dir: &Path, data: &Dataset, kind: ModelKind, cfg: TrainConfig) -> TrainSummary {
+    try_train(dir, data, kind, cfg).expect("training")
+}
+
+/// Trains a chain in `dir`, returning what went wrong (tests of refusals and crashes).
+pub fn try_train(
+    dir: &Path,
+    data: &Dataset,
+    kind: ModelKind,
+    cfg: TrainConfig,
+) -> obliviate::Result<TrainSummary> {
     obliviate::train::train::<B>(
         dir,
         data,
@@ -69,7 +79,6 @@ pub fn train_tiny(dir: &Path, data: &Dataset, kind: ModelKind, cfg: TrainConfig)
         &Default::default(),
         &mut NoProgress,
     )
-    .expect("training")
 }
 
 /// Every file under `dir` (relative path → bytes), skipping the lock and the manifest.
@@ -123,4 +132,11 @@ pub fn forget_in(
         &Default::default(),
         &mut NoProgress,
     )
+}
+
+/// Retrains `run` without its forgotten ids into `out` with its own seed, split and order: what
+/// forgetting with ε = 0 must equal bit for bit.
+pub fn retrain_exact(run: &Path, out: &Path, data: &Dataset) -> TrainSummary {
+    obliviate::train::retrain::<B>(run, out, data, None, &Default::default(), &mut NoProgress)
+        .expect("retraining")
 }
