@@ -142,28 +142,16 @@ fn a_corrupt_q8_scale_is_named_by_file_and_tensor() {
     let mut bad = good.clone();
     bad[scales.start + 1] ^= 0x10;
     std::fs::write(&path, &bad).unwrap();
-    let err = Chain::open(&run.0)
-        .unwrap()
-        .verify()
-        .unwrap_err()
-        .to_string();
+    let err = verify_error(&run.0);
     assert!(err.contains(&r.file) && err.contains("checksum"), "{err}");
 
     // A writer who recomputes the hash cannot slip a NaN scale past the decoder.
     let mut bad = good.clone();
     bad[scales.start..scales.start + 4].copy_from_slice(&f32::NAN.to_le_bytes());
-    std::fs::write(&path, &bad).unwrap();
     let mut m2 = m.clone();
-    m2.blocks[2].delta = Some(obliviate::store::FileRef {
-        sha256: obliviate::store::sha256(&bad),
-        ..r.clone()
-    });
-    obliviate::store::sealed::write_sealed(&run.0.join("manifest.json"), &m2).unwrap();
-    let err = Chain::open(&run.0)
-        .unwrap()
-        .verify()
-        .unwrap_err()
-        .to_string();
+    m2.blocks[2].delta = Some(forge(&run.0, &r, &bad));
+    reseal(&run.0, &m2);
+    let err = verify_error(&run.0);
     assert!(
         err.contains(&r.file) && err.contains(&format!("{name}.q8_scale")) && err.contains("NaN"),
         "{err}"
@@ -173,17 +161,9 @@ fn a_corrupt_q8_scale_is_named_by_file_and_tensor() {
     let mut bad = good.clone();
     let codes = data_range(&good, &name);
     bad[codes.start] = 0x80;
-    std::fs::write(&path, &bad).unwrap();
-    m2.blocks[2].delta = Some(obliviate::store::FileRef {
-        sha256: obliviate::store::sha256(&bad),
-        ..r.clone()
-    });
-    obliviate::store::sealed::write_sealed(&run.0.join("manifest.json"), &m2).unwrap();
-    let err = Chain::open(&run.0)
-        .unwrap()
-        .verify()
-        .unwrap_err()
-        .to_string();
+    m2.blocks[2].delta = Some(forge(&run.0, &r, &bad));
+    reseal(&run.0, &m2);
+    let err = verify_error(&run.0);
     assert!(err.contains(&name) && err.contains("−128"), "{err}");
 }
 
@@ -231,40 +211,29 @@ fn a_corrupt_compressed_file_is_named() {
     let mid = bad.len() / 2;
     bad[mid] ^= 0x01;
     std::fs::write(&path, &bad).unwrap();
-    let err = Chain::open(&run.0)
-        .unwrap()
-        .verify()
-        .unwrap_err()
-        .to_string();
+    let err = verify_error(&run.0);
     assert!(err.contains(&r.file) && err.contains("checksum"), "{err}");
 
     // With the hash recomputed: garbage is not a zstd frame, and a frame holding more than the
     // manifest records is refused without inflating it further.
-    let reseal = |bytes: &[u8], unpacked: Option<u64>| {
-        std::fs::write(&path, bytes).unwrap();
+    let forged = |bytes: &[u8], unpacked: Option<u64>| {
         let mut m2 = m.clone();
         m2.blocks[4].opt = Some(obliviate::store::FileRef {
-            sha256: obliviate::store::sha256(bytes),
-            bytes: bytes.len() as u64,
             unpacked,
-            ..r.clone()
+            ..forge(&run.0, &r, bytes)
         });
-        obliviate::store::sealed::write_sealed(&run.0.join("manifest.json"), &m2).unwrap();
-        Chain::open(&run.0)
-            .unwrap()
-            .verify()
-            .unwrap_err()
-            .to_string()
+        reseal(&run.0, &m2);
+        verify_error(&run.0)
     };
-    let err = reseal(&bad[..good.len() / 3], r.unpacked);
+    let err = forged(&bad[..good.len() / 3], r.unpacked);
     assert!(err.contains(&r.file) && err.contains("zstd"), "{err}");
     let n = r.unpacked.unwrap();
-    let err = reseal(&good, Some(n - 1));
+    let err = forged(&good, Some(n - 1));
     assert!(
         err.contains(&r.file) && err.contains(&format!("more than {}", n - 1)),
         "{err}"
     );
-    let err = reseal(&good, Some(n + 1));
+    let err = forged(&good, Some(n + 1));
     assert!(err.contains(&format!("holds {n} bytes")), "{err}");
 }
 
@@ -296,15 +265,6 @@ fn keyframed(k: usize) -> TrainConfig {
     let mut cfg = tiny_cfg(21);
     cfg.storage.keyframe_every = k;
     cfg
-}
-
-/// A rule that ends a segment one block after its last affected block.
-fn eager() -> ForgetOptions {
-    ForgetOptions {
-        stop: StopRule::Relative { rho: 10.0 },
-        min_points: 1,
-        ..ForgetOptions::default()
-    }
 }
 
 #[test]
@@ -402,18 +362,9 @@ fn a_keyframe_that_does_not_match_its_fold_is_named() {
     let (mut set, meta) = obliviate::params::decode(&std::fs::read(&path).unwrap(), &path).unwrap();
     set.tensors[0].data[0] += 0.5;
     let bytes = obliviate::params::encode(&meta.precision.encode(&set), &meta).unwrap();
-    std::fs::write(&path, &bytes).unwrap();
-    m.blocks[7].theta = Some(obliviate::store::FileRef {
-        sha256: obliviate::store::sha256(&bytes),
-        bytes: bytes.len() as u64,
-        ..r.clone()
-    });
-    obliviate::store::sealed::write_sealed(&run.0.join("manifest.json"), &m).unwrap();
-    let err = Chain::open(&run.0)
-        .unwrap()
-        .verify()
-        .unwrap_err()
-        .to_string();
+    m.blocks[7].theta = Some(forge(&run.0, &r, &bytes));
+    reseal(&run.0, &m);
+    let err = verify_error(&run.0);
     assert!(
         err.contains(&r.file) && err.contains("differs from the fold"),
         "{err}"
@@ -498,7 +449,7 @@ fn resuming_between_stored_optimizer_states_replays_to_the_uninterrupted_chain()
     }
     m.model_file = None;
     m.test_accuracy = None;
-    obliviate::store::sealed::write_sealed(&cut.0.join("manifest.json"), &m).unwrap();
+    reseal(&cut.0, &m);
     let s =
         obliviate::train::resume::<B>(&cut.0, &data, &Default::default(), &mut NoProgress).unwrap();
     assert_eq!(s.resumed_from, 6);

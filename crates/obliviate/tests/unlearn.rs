@@ -31,15 +31,6 @@ fn quick() -> ForgetOptions {
     }
 }
 
-/// A rule that ends a segment one block after its last affected block: segments on demand.
-fn eager() -> ForgetOptions {
-    ForgetOptions {
-        stop: StopRule::Relative { rho: 10.0 },
-        min_points: 1,
-        ..ForgetOptions::default()
-    }
-}
-
 #[test]
 fn forget_with_zero_epsilon_equals_retraining_bit_for_bit() {
     let data = tiny_data();

@@ -140,3 +140,37 @@ pub fn retrain_exact(run: &Path, out: &Path, data: &Dataset) -> TrainSummary {
     obliviate::train::retrain::<B>(run, out, data, None, &Default::default(), &mut NoProgress)
         .expect("retraining")
 }
+
+/// A rule that ends a segment one block after its last affected block: segments on demand.
+pub fn eager() -> obliviate::unlearn::ForgetOptions {
+    obliviate::unlearn::ForgetOptions {
+        stop: obliviate::unlearn::StopRule::Relative { rho: 10.0 },
+        min_points: 1,
+        ..obliviate::unlearn::ForgetOptions::default()
+    }
+}
+
+/// Overwrites the run's file `r` with `bytes` and returns the reference a writer able to
+/// recompute hashes would record for it (record it, then [`reseal`]).
+pub fn forge(run: &Path, r: &obliviate::store::FileRef, bytes: &[u8]) -> obliviate::store::FileRef {
+    std::fs::write(run.join(&r.file), bytes).expect("write forged file");
+    obliviate::store::FileRef {
+        sha256: obliviate::store::sha256(bytes),
+        bytes: bytes.len() as u64,
+        ..r.clone()
+    }
+}
+
+/// Writes `m` as the run's manifest with a valid checksum.
+pub fn reseal(run: &Path, m: &obliviate::chain::Manifest) {
+    obliviate::store::sealed::write_sealed(&run.join("manifest.json"), m).expect("reseal");
+}
+
+/// What `verify` says is wrong with the run.
+pub fn verify_error(run: &Path) -> String {
+    obliviate::chain::Chain::open(run)
+        .expect("open")
+        .verify()
+        .expect_err("verify must fail")
+        .to_string()
+}
