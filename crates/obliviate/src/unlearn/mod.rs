@@ -450,7 +450,12 @@ pub fn replay<B: AutodiffBackend>(
     // chain.
     let mut original = theta.clone();
     let a = m.opt_anchor(d - 1);
-    let (opt, step) = replay_state::<B>(chain, data, chain.theta(a)?, a, d - 1, device)?;
+    // θ_a is read only when there is something to replay (every state stored: a = d − 1).
+    let theta_a = match a == d - 1 {
+        true => theta.clone(),
+        false => chain.theta(a)?,
+    };
+    let (opt, step) = replay_state::<B>(chain, data, theta_a, a, d - 1, device)?;
     let mut replayed = d - 1 - a;
     let mut trainer = BlockTrainer::<B>::new(data, m.model, m.config, theta, &opt, step, device)?;
     let mut files = Vec::new();
