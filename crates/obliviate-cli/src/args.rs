@@ -327,11 +327,12 @@ fn read_list(path: &std::path::Path) -> Result<String> {
 }
 
 impl IdArgs {
-    /// The ids of `--ids`, `--ids-file`, `--group` or `--groups-file`; groups resolve through
-    /// `groups`, the run's recorded groups (`None` for a run placed without groups).
-    pub fn read(&self, groups: Option<&Groups>) -> Result<Vec<u64>> {
+    /// The ids of `--ids`, `--ids-file`, `--group` or `--groups-file`, and the group names
+    /// given (for the receipt); groups resolve through `groups`, the run's recorded groups
+    /// (`None` for a run placed without groups).
+    pub fn read(&self, groups: Option<&Groups>) -> Result<(Vec<u64>, Vec<String>)> {
         if let Some(ids) = &self.ids {
-            return Ok(ids.clone());
+            return Ok((ids.clone(), Vec::new()));
         }
         let names: Option<Vec<String>> = match (&self.group, &self.groups_file) {
             (Some(g), _) => Some(g.clone()),
@@ -349,8 +350,8 @@ impl IdArgs {
             let Some(groups) = groups else {
                 bail!("this run was trained without --groups: it has no groups to forget");
             };
-            let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            return Ok(groups.ids_of(&names)?);
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            return Ok((groups.ids_of(&refs)?, names));
         }
         let Some(path) = &self.ids_file else {
             bail!("give --ids, --ids-file, --group or --groups-file")
@@ -358,14 +359,16 @@ impl IdArgs {
         let text = read_list(path)?;
         let t = text.trim();
         if t.starts_with('[') {
-            return serde_json::from_str(t).with_context(|| {
+            let ids = serde_json::from_str(t).with_context(|| {
                 format!(
                     "{}: not a JSON array of non-negative integers",
                     path.display()
                 )
-            });
+            })?;
+            return Ok((ids, Vec::new()));
         }
-        t.lines()
+        let ids = t
+            .lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
             .map(|(i, l)| {
@@ -378,7 +381,8 @@ impl IdArgs {
                     )
                 })
             })
-            .collect()
+            .collect::<Result<Vec<u64>>>()?;
+        Ok((ids, Vec::new()))
     }
 }
 
@@ -386,7 +390,7 @@ impl IdArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum StopKind {
     /// Stop once the residual has decayed to --epsilon of the last affected block's, or stays
-    /// under --epsilon/4 of the stored increments for --min-points blocks.
+    /// under --negligible of the stored increments for --min-points blocks.
     Fit,
     /// Stop when r_k / r_d is below --rho.
     Relative,
@@ -399,7 +403,7 @@ pub struct StopArgs {
     #[arg(long, value_enum, default_value = "fit")]
     pub stop: StopKind,
     /// Fit rule: the largest share of the last affected block's residual that may remain when
-    /// a segment stops (a quarter of it: of a stored increment); 0 = never stop early.
+    /// a segment stops; 0 = never stop early.
     #[arg(long, default_value_t = default_epsilon())]
     pub epsilon: f64,
     /// Fit rule: a residual at most this share of its stored increment, for --min-points blocks

@@ -48,6 +48,9 @@ enum Command {
     /// Dataset files.
     #[command(subcommand)]
     Data(cmd::data::Data),
+    /// Deletion receipts: list them, verify the hash chain against the ledger and manifest.
+    #[command(subcommand)]
+    Receipts(cmd::receipts::Receipts),
 }
 
 /// Exit status of a verification that ran and failed.
@@ -74,6 +77,10 @@ fn main() {
         Command::Sisa(a) => cmd::sisa::run(a, env),
         Command::Bench(a) => cmd::bench::run(a, env),
         Command::Data(a) => cmd::data::run(a, env),
+        Command::Receipts(a) => match cmd::receipts::run(a, env) {
+            Ok(false) => std::process::exit(FAILED_VERIFICATION),
+            other => other.map(|_| ()),
+        },
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -923,7 +923,36 @@ fn users_are_placed_together_and_forgotten_by_name() {
     assert!(f["test_accuracy"].is_null(), "--no-eval measures nothing");
     assert!(f["wall_seconds"].as_f64().unwrap() >= f["seconds"].as_f64().unwrap());
     assert!(f["units"]["residuals"].as_str().unwrap().contains("L1"));
-    json(&run(bin().arg("check").arg(&r).arg("--json")));
+    assert_eq!(f["receipts"][0]["groups"], serde_json::json!(["alice"]));
+    assert_eq!(f["receipts"][0]["ids"], f["ids"]);
+    let c = json(&run(bin().arg("check").arg(&r).arg("--json")));
+    assert_eq!(c["receipts"], 1);
+    let v = json(&run(bin()
+        .args(["receipts", "verify"])
+        .arg(&r)
+        .arg("--json")));
+    assert_eq!(v["problems"], serde_json::json!([]));
+    let listed = run(bin().args(["receipts", "list"]).arg(&r));
+    assert!(
+        String::from_utf8_lossy(&listed.stdout)
+            .contains("receipt 1: request-1 — 30 id(s) of alice")
+    );
+    // An edited receipt fails verification (exit code 2) and `check`, naming the receipt.
+    let db = rusqlite::Connection::open(r.join("ledger.sqlite")).unwrap();
+    db.execute(
+        "UPDATE receipts SET body = replace(body, 'alice', 'carol')",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let out = bin().args(["receipts", "verify"]).arg(&r).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("FAIL receipt 1: its body does not match")
+    );
+    let out = bin().arg("check").arg(&r).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("receipt 1"));
     // A run trained without groups has none to forget.
     let plain = t.0.join("plain");
     json(&train(&plain, &[]));

@@ -162,6 +162,14 @@ fn crash_at_every_write(cfg: obliviate::chain::TrainConfig) {
         let r = forget_in(&run.0, &data, &ids, &eager());
         let fired = !atomic::disarm();
         let now = state(&run.0);
+        // The receipts agree with the chain the crash left, old or new.
+        let receipts = obliviate::chain::receipts::verify(&run.0).unwrap();
+        assert!(receipts.is_sound(), "event {n}: {:?}", receipts.problems);
+        assert_eq!(
+            receipts.receipts.len(),
+            now.2,
+            "one receipt per committed request"
+        );
         if fired {
             assert!(matches!(r, Err(obliviate::Error::Failpoint(_))), "{r:?}");
             crashes += 1;

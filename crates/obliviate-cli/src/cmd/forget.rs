@@ -80,10 +80,14 @@ pub fn run(a: &Forget, env: &Env, started: Instant) -> Result<()> {
         check_plot_path(p, &a.run)?;
     }
     let mut chain = Chain::open_mut(&a.run)?;
-    let ids = a.ids.read(chain.manifest().groups.as_ref())?;
+    let (ids, groups) = a.ids.read(chain.manifest().groups.as_ref())?;
+    let ask = obliviate::unlearn::Ask {
+        groups,
+        ..obliviate::unlearn::Ask::ids(&ids)
+    };
     let data = chain.load_data(env.data_dir.as_deref())?;
     let mut bars = Bars::new(env);
-    let r = on_backend!(env, B, device => obliviate::unlearn::forget::<B>(&mut chain, &data, &ids, &opts, &device, &mut bars)?);
+    let r = on_backend!(env, B, device => obliviate::unlearn::forget_asks::<B>(&mut chain, &data, std::slice::from_ref(&ask), &opts, &device, &mut bars)?);
     let blocks = chain.manifest().blocks.len();
     // The request is committed: from here on, report it whatever else fails.
     let plotted = match &a.plot {

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod eval;
 pub mod forget;
 pub mod info;
+pub mod receipts;
 pub mod report;
 pub mod retrain;
 pub mod sisa;

@@ -90,7 +90,7 @@ fn train(a: &Train, env: &Env) -> Result<()> {
 }
 
 fn forget(a: &Forget, env: &Env) -> Result<()> {
-    let ids = a.ids.read(None)?;
+    let (ids, _) = a.ids.read(None)?;
     let data = Sisa::open(&a.dir)?.load_data(env.data_dir.as_deref())?;
     let mut bars = Bars::new(env);
     let r =

@@ -11,6 +11,7 @@ use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
 use super::layout::LEDGER;
+use super::receipts::{GENESIS, Receipt, StoredReceipt};
 use crate::error::{Error, Result};
 use crate::store::sha256;
 
@@ -20,7 +21,7 @@ use crate::store::sha256;
 pub enum StopReason {
     /// The residual decayed to ε of the last affected block's.
     Fit,
-    /// The residuals stayed below ε/4 of the stored increments.
+    /// The residuals stayed below the negligible share of the stored increments.
     Negligible,
     /// The residual fell below ρ times the first one.
     Relative,
@@ -109,6 +110,10 @@ pub struct Request {
     pub test_accuracy: Option<f64>,
     /// SHA-256 of the unlearned model file.
     pub model_sha256: String,
+    /// SHA-256 of the served model file the request started from (absent in rows written
+    /// before receipts).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model_before_sha256: String,
 }
 
 /// An open ledger.
@@ -123,23 +128,9 @@ impl Ledger {
     /// exactly one row (each committed forget writes one): a missing ledger or row is an error.
     pub fn committed(run: &Path, generation: u64) -> Result<Vec<Request>> {
         let path = run.join(LEDGER);
-        let rows = if path.exists() {
-            let conn = Connection::open_with_flags(
-                &path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
-                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(|cause| Error::Ledger {
-                path: path.clone(),
-                cause,
-            })?;
-            Ledger {
-                conn,
-                path: path.clone(),
-            }
-            .list(generation)?
-        } else {
-            Vec::new()
+        let rows = match Ledger::read_only(run)? {
+            Some(ledger) => ledger.list(generation)?,
+            None => Vec::new(),
         };
         let generations: Vec<u64> = rows.iter().map(|r| r.generation).collect();
         if generations != (1..=generation).collect::<Vec<_>>() {
@@ -161,6 +152,66 @@ impl Ledger {
         Ok(rows)
     }
 
+    /// The ledger of the run in `run` opened read-only (`None` when there is none).
+    fn read_only(run: &Path) -> Result<Option<Ledger>> {
+        let path = run.join(LEDGER);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|cause| Error::Ledger {
+            path: path.clone(),
+            cause,
+        })?;
+        Ok(Some(Ledger { conn, path }))
+    }
+
+    /// The committed receipt rows (generation ≤ `generation`) of the run in `run`, by number,
+    /// as stored (see [`super::receipts::verify`]); none for a ledger that predates receipts.
+    pub fn committed_receipts(run: &Path, generation: u64) -> Result<Vec<StoredReceipt>> {
+        let Some(ledger) = Ledger::read_only(run)? else {
+            return Ok(Vec::new());
+        };
+        let has_table: bool = ledger
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'receipts'",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map_err(|e| ledger.err(e))?
+            > 0;
+        if !has_table {
+            return Ok(Vec::new());
+        }
+        ledger.receipt_rows(generation)
+    }
+
+    fn receipt_rows(&self, generation: u64) -> Result<Vec<StoredReceipt>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT seq, generation, body, sha256 FROM receipts WHERE generation <= ?1 \
+                 ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![generation.min(i64::MAX as u64) as i64], |row| {
+                Ok(StoredReceipt {
+                    seq: row.get::<_, i64>(0)? as u64,
+                    generation: row.get::<_, i64>(1)? as u64,
+                    body: row.get(2)?,
+                    sha256: row.get(3)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        let out: std::result::Result<Vec<StoredReceipt>, _> = rows.collect();
+        out.map_err(|e| self.err(e))
+    }
+
     /// Opens (creating if needed) the ledger of a run folder, for its writer.
     pub fn open(run: &Path) -> Result<Ledger> {
         let path = run.join(LEDGER);
@@ -176,6 +227,12 @@ impl Ledger {
                  generation INTEGER NOT NULL UNIQUE,
                  body TEXT NOT NULL,
                  sha256 TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS receipts (
+                 seq INTEGER PRIMARY KEY,
+                 generation INTEGER NOT NULL,
+                 body TEXT NOT NULL,
+                 sha256 TEXT NOT NULL
              );",
         )
         .map_err(e)?;
@@ -189,15 +246,31 @@ impl Ledger {
         }
     }
 
-    /// Appends a request (durably) in its own transaction.
-    pub fn append(&mut self, r: &Request) -> Result<()> {
-        let body = serde_json::to_string(r)
-            .map_err(|e| crate::error::invalid("ledger row", e.to_string()))?;
+    /// Appends a request and its receipts (durably) in one transaction. Numbers each receipt
+    /// and links it to the one before (the last stored, committed receipt); returns the last
+    /// one's SHA-256, which the manifest of `r.generation` records.
+    pub fn append(&mut self, r: &Request, receipts: &mut [Receipt]) -> Result<Option<String>> {
+        let json =
+            |what: &'static str, e: serde_json::Error| crate::error::invalid(what, e.to_string());
+        let body = serde_json::to_string(r).map_err(|e| json("ledger row", e))?;
+        let last = self.receipt_rows(u64::MAX)?.pop();
+        let (mut seq, mut previous) = last.map_or((0, GENESIS.to_string()), |l| (l.seq, l.sha256));
+        let mut stored = Vec::with_capacity(receipts.len());
+        for receipt in receipts.iter_mut() {
+            seq += 1;
+            receipt.seq = seq;
+            receipt.generation = r.generation;
+            receipt.previous_sha256 = previous;
+            let body = serde_json::to_string(receipt).map_err(|e| json("receipt", e))?;
+            previous = sha256(body.as_bytes());
+            stored.push((seq, body, previous.clone()));
+        }
         crate::store::atomic::hit("ledger:before-append")?;
-        let tx = self.conn.transaction().map_err(|e| Error::Ledger {
+        let e = |cause| Error::Ledger {
             path: self.path.clone(),
-            cause: e,
-        })?;
+            cause,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
         tx.execute(
             "INSERT INTO requests (id, generation, body, sha256) VALUES (?1, ?2, ?3, ?4)",
             params![
@@ -207,26 +280,31 @@ impl Ledger {
                 sha256(body.as_bytes())
             ],
         )
-        .map_err(|e| Error::Ledger {
-            path: self.path.clone(),
-            cause: e,
-        })?;
-        tx.commit().map_err(|e| Error::Ledger {
-            path: self.path.clone(),
-            cause: e,
-        })?;
+        .map_err(e)?;
+        for (seq, body, hash) in &stored {
+            tx.execute(
+                "INSERT INTO receipts (seq, generation, body, sha256) VALUES (?1, ?2, ?3, ?4)",
+                params![*seq as i64, r.generation as i64, body, hash],
+            )
+            .map_err(e)?;
+        }
+        tx.commit().map_err(e)?;
         crate::store::atomic::hit("ledger:after-append")?;
-        Ok(())
+        Ok(stored.last().map(|s| s.2.clone()))
     }
 
     /// Deletes rows of generations after `generation` (an interrupted commit's).
     pub fn discard_after(&self, generation: u64) -> Result<usize> {
-        self.conn
-            .execute(
-                "DELETE FROM requests WHERE generation > ?1",
-                params![generation as i64],
-            )
-            .map_err(|e| self.err(e))
+        let gone = |table: &str| {
+            self.conn
+                .execute(
+                    &format!("DELETE FROM {table} WHERE generation > ?1"),
+                    params![generation as i64],
+                )
+                .map_err(|e| self.err(e))
+        };
+        gone("receipts")?;
+        gone("requests")
     }
 
     /// Committed requests (generation ≤ `generation`), oldest first; rows are checked against

@@ -11,8 +11,9 @@ use crate::params::Precision;
 use crate::store::{Compression, FileRef};
 
 /// Manifest format version this build writes. Format 2 added storage precisions
-/// ([`Storage`]); a format-1 manifest reads as an all-f32 chain.
-pub const FORMAT: u32 = 2;
+/// ([`Storage`]); a format-1 manifest reads as an all-f32 chain. Format 3 added
+/// `receipts_head`; a format-2 manifest reads as a run without receipts.
+pub const FORMAT: u32 = 3;
 
 /// Oldest manifest format this build reads.
 pub const OLDEST_FORMAT: u32 = 1;
@@ -285,6 +286,10 @@ pub struct Manifest {
     /// (absent for runs placed without groups).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups: Option<Groups>,
+    /// SHA-256 of the latest deletion receipt committed (see `chain::receipts`), so the last
+    /// receipt is as tamper-evident as the manifest itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipts_head: Option<String>,
     /// SHA-256 of this manifest serialised with an empty `checksum` (detects edits and bit rot).
     #[serde(default)]
     pub checksum: String,
@@ -336,6 +341,7 @@ impl Manifest {
             test_accuracy: None,
             train_seconds: 0.0,
             groups,
+            receipts_head: None,
             checksum: String::new(),
         }
     }
@@ -364,17 +370,20 @@ impl Manifest {
     }
 
     /// The next generation: each retrained block takes its `files`, each keyframe after a
-    /// segment its `shifted` file, `removed` leaves every block and joins `deleted`, and
-    /// `model` is served.
+    /// segment its `shifted` file, `removed` leaves every block and joins `deleted`, `model`
+    /// is served and `receipt` (the SHA-256 of the request's last receipt) is the latest.
     pub(crate) fn record_forget(
         &mut self,
         files: Vec<(usize, BlockFiles)>,
         shifted: Vec<(usize, FileRef)>,
         removed: &BTreeSet<u64>,
-        model: FileRef,
-        test_accuracy: Option<f64>,
+        (model, test_accuracy): (FileRef, Option<f64>),
+        receipt: Option<String>,
     ) -> crate::Result<()> {
         let generation = self.next_generation()?;
+        if receipt.is_some() {
+            self.receipts_head = receipt;
+        }
         for (block, f) in files {
             self.set_block(block, f);
         }

@@ -9,6 +9,7 @@
 pub mod layout;
 pub mod ledger;
 pub mod manifest;
+pub mod receipts;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -393,18 +394,19 @@ impl Chain {
 
     /// Commits a forget request as generation g + 1: the retrained blocks take their `files`
     /// and the keyframes after a segment their `shifted` ones (written under g + 1), `removed`
-    /// leaves every block and joins the forgotten ids, and `model` becomes the served model.
-    /// Then removes what only generation g referenced.
+    /// leaves every block and joins the forgotten ids, `model` (with its test accuracy)
+    /// becomes the served model and `receipt` the latest receipt's SHA-256. Then removes what
+    /// only generation g referenced.
     pub fn commit_forget(
         &mut self,
         files: Vec<(usize, BlockFiles)>,
         shifted: Vec<(usize, FileRef)>,
         removed: &BTreeSet<u64>,
-        model: FileRef,
-        test_accuracy: Option<f64>,
+        model: (FileRef, Option<f64>),
+        receipt: Option<String>,
     ) -> Result<()> {
         self.manifest
-            .record_forget(files, shifted, removed, model, test_accuracy)?;
+            .record_forget(files, shifted, removed, model, receipt)?;
         self.commit()?;
         self.collect_garbage()
     }

@@ -164,6 +164,7 @@ impl ResidualSeries {
                 seconds: r.seconds,
                 test_accuracy: r.test_accuracy,
                 model_sha256: String::new(),
+                model_before_sha256: String::new(),
             },
             scale,
         )

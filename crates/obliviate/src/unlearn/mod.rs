@@ -20,6 +20,7 @@ pub use stop::{NEGLIGIBLE, Series, StopDecision, StopRule, decide};
 
 use crate::chain::ledger::{Ledger, Request};
 pub use crate::chain::ledger::{PowerLaw, Segment, StopReason};
+use crate::chain::receipts::{GENESIS, Receipt};
 use crate::chain::{BlockFiles, Chain};
 use crate::data::Dataset;
 use crate::error::{Error, Result, invalid};
@@ -156,6 +157,40 @@ pub struct ForgetReport {
     pub test_accuracy: Option<f64>,
     /// SHA-256 of the unlearned model file.
     pub model_sha256: String,
+    /// One receipt per [`Ask`] the request carried out (see `chain::receipts`).
+    pub receipts: Vec<Receipt>,
+}
+
+/// One deletion request as its requester made it. A forget carries out one or more (a batch)
+/// and issues a receipt for each.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ask {
+    /// The requester's name for the request (empty: `request-N`, N the ledger request).
+    pub name: String,
+    /// The ids to forget.
+    pub ids: Vec<u64>,
+    /// The groups the ids were named by, for the receipt (resolved to `ids` by the caller).
+    pub groups: Vec<String>,
+    /// Unix time of the request.
+    pub requested_unix: u64,
+}
+
+impl Ask {
+    /// An unnamed request for `ids`, made now.
+    pub fn ids(ids: &[u64]) -> Ask {
+        Ask {
+            ids: ids.to_vec(),
+            requested_unix: now_unix(),
+            ..Ask::default()
+        }
+    }
+}
+
+/// Seconds since the Unix epoch (0 on a clock before it).
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Seconds per phase of a forget request.
@@ -192,7 +227,7 @@ fn classify(chain: &Chain, data: &Dataset, ids: &[u64]) -> (Vec<u64>, Vec<u64>, 
 
 /// Forgets `ids` from the run `chain` (opened with [`Chain::open_mut`], so this process is its
 /// one writer) and commits the new chain; see the module docs. Nothing is written before the
-/// ids, the data and the run are validated.
+/// ids, the data and the run are validated. One unnamed receipt is issued.
 pub fn forget<B: AutodiffBackend>(
     chain: &mut Chain,
     data: &Dataset,
@@ -201,7 +236,22 @@ pub fn forget<B: AutodiffBackend>(
     device: &B::Device,
     progress: &mut dyn Progress,
 ) -> Result<ForgetReport> {
+    forget_asks::<B>(chain, data, &[Ask::ids(ids)], opts, device, progress)
+}
+
+/// Forgets the union of `asks`' ids as one request (a batch: one retraining, one commit) and
+/// issues a receipt per ask; otherwise as [`forget`].
+pub fn forget_asks<B: AutodiffBackend>(
+    chain: &mut Chain,
+    data: &Dataset,
+    asks: &[Ask],
+    opts: &ForgetOptions,
+    device: &B::Device,
+    progress: &mut dyn Progress,
+) -> Result<ForgetReport> {
     let start = Instant::now();
+    let ids: Vec<u64> = asks.iter().flat_map(|a| a.ids.iter().copied()).collect();
+    let ids = &ids[..];
     opts.validate()?;
     if !chain.is_writable() {
         return Err(invalid(
@@ -253,6 +303,7 @@ pub fn forget<B: AutodiffBackend>(
     ledger.discard_after(chain.manifest().generation)?;
     let opened = start.elapsed().as_secs_f64();
     let plan = Plan {
+        asks,
         read_before: chain.bytes_read(),
         ok,
         skipped,
@@ -272,7 +323,8 @@ pub fn forget<B: AutodiffBackend>(
 }
 
 /// A validated request, ready to be carried out.
-struct Plan {
+struct Plan<'a> {
+    asks: &'a [Ask],
     ok: Vec<u64>,
     skipped: Vec<u64>,
     removed: BTreeSet<u64>,
@@ -288,7 +340,7 @@ fn carry_out<B: AutodiffBackend>(
     chain: &mut Chain,
     ledger: &mut Ledger,
     data: &Dataset,
-    plan: Plan,
+    plan: Plan<'_>,
     opts: &ForgetOptions,
     device: &B::Device,
     progress: &mut dyn Progress,
@@ -315,6 +367,7 @@ fn carry_out<B: AutodiffBackend>(
         .last()
         .map_or(1, |r| r.id + 1);
     let last = replayed.segments.last();
+    let skipped: BTreeSet<u64> = plan.skipped.iter().copied().collect();
     let mut report = ForgetReport {
         request,
         ids: plan.ok,
@@ -341,27 +394,77 @@ fn carry_out<B: AutodiffBackend>(
         },
         test_accuracy: acc,
         model_sha256: model.sha256.clone(),
+        receipts: Vec::new(),
     };
-    ledger.append(&Request {
-        id: request,
-        generation,
-        created_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        ids: report.ids.clone(),
-        first_block: report.first_block,
-        last_block: report.last_block,
-        stop_block: report.stop_block,
-        residuals_l1: report.residuals.clone(),
-        residuals_l2: report.residuals_l2.clone(),
-        fit: report.fit,
-        stop_rule: report.stop_rule,
-        segments: report.segments.clone(),
-        seconds: report.seconds,
-        test_accuracy: acc,
-        model_sha256: model.sha256.clone(),
-    })?;
-    chain.commit_forget(replayed.files, replayed.shifted, &plan.removed, model, acc)?;
+    let committed_unix = now_unix();
+    let model_before = chain
+        .manifest()
+        .model_file
+        .as_ref()
+        .map_or_else(String::new, |f| f.sha256.clone());
+    report.receipts = plan
+        .asks
+        .iter()
+        .map(|ask| {
+            // The ask's ids in `set`, ascending and once each.
+            let mine = |set: &BTreeSet<u64>| -> Vec<u64> {
+                let v: BTreeSet<u64> = ask
+                    .ids
+                    .iter()
+                    .copied()
+                    .filter(|id| set.contains(id))
+                    .collect();
+                v.into_iter().collect()
+            };
+            Receipt {
+                seq: 0,
+                request: match ask.name.is_empty() {
+                    true => format!("request-{request}"),
+                    false => ask.name.clone(),
+                },
+                ids: mine(&plan.removed),
+                groups: ask.groups.clone(),
+                skipped: mine(&skipped),
+                batch: request,
+                generation,
+                blocks_retrained: report.blocks_retrained,
+                residuals: report.residuals.clone(),
+                model_before_sha256: model_before.clone(),
+                model_after_sha256: model.sha256.clone(),
+                requested_unix: ask.requested_unix,
+                committed_unix,
+                previous_sha256: GENESIS.to_string(),
+            }
+        })
+        .collect();
+    let head = ledger.append(
+        &Request {
+            id: request,
+            generation,
+            created_unix: committed_unix,
+            ids: report.ids.clone(),
+            first_block: report.first_block,
+            last_block: report.last_block,
+            stop_block: report.stop_block,
+            residuals_l1: report.residuals.clone(),
+            residuals_l2: report.residuals_l2.clone(),
+            fit: report.fit,
+            stop_rule: report.stop_rule,
+            segments: report.segments.clone(),
+            seconds: report.seconds,
+            test_accuracy: acc,
+            model_sha256: model.sha256.clone(),
+            model_before_sha256: model_before,
+        },
+        &mut report.receipts,
+    )?;
+    chain.commit_forget(
+        replayed.files,
+        replayed.shifted,
+        &plan.removed,
+        (model, acc),
+        head,
+    )?;
     report.phases.commit = commit_start.elapsed().as_secs_f64() - eval_seconds;
     report.seconds = start.elapsed().as_secs_f64() - eval_seconds;
     Ok(report)
