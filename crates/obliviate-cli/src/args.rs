@@ -13,7 +13,7 @@ use obliviate::model::ModelKind;
 use obliviate::optim::{OptimConfig, OptimizerKind};
 use obliviate::params::Precision;
 use obliviate::store::Compression;
-use obliviate::unlearn::{ForgetOptions, Segmentation, StopRule};
+use obliviate::unlearn::{Ask, ForgetOptions, Segmentation, StopRule, now_unix};
 
 /// A clap value for a library enum that lists its values in `ALL` and spells them with
 /// `name()`: `--help` shows the values and parsing yields the library's type.
@@ -300,6 +300,10 @@ pub struct IdArgs {
     /// File with one group name per line.
     #[arg(long)]
     pub groups_file: Option<PathBuf>,
+    /// JSON array of deletion requests carried out as one batch, each receipted on its own:
+    /// `[{"name": "portal-17", "ids": [3, 17]}, {"groups": ["alice"], "requested_unix": 1764288000}]`.
+    #[arg(long)]
+    pub requests_file: Option<PathBuf>,
 }
 
 /// Largest `--ids-file` read (a file of ids a hundred times the largest dataset's).
@@ -326,13 +330,75 @@ fn read_list(path: &std::path::Path) -> Result<String> {
     Ok(text)
 }
 
+/// One entry of `--requests-file`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestEntry {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    ids: Vec<u64>,
+    #[serde(default)]
+    groups: Vec<String>,
+    requested_unix: Option<u64>,
+}
+
 impl IdArgs {
-    /// The ids of `--ids`, `--ids-file`, `--group` or `--groups-file`, and the group names
-    /// given (for the receipt); groups resolve through `groups`, the run's recorded groups
-    /// (`None` for a run placed without groups).
-    pub fn read(&self, groups: Option<&Groups>) -> Result<(Vec<u64>, Vec<String>)> {
+    /// The requests of `--ids`, `--ids-file`, `--group`, `--groups-file` (one unnamed request)
+    /// or `--requests-file`; groups resolve through `groups`, the run's recorded groups (`None`
+    /// for a run placed without groups).
+    pub fn read(&self, groups: Option<&Groups>) -> Result<Vec<Ask>> {
+        let resolve = |names: &[String]| -> Result<Vec<u64>> {
+            let Some(groups) = groups else {
+                bail!("this run was trained without --groups: it has no groups to forget");
+            };
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            Ok(groups.ids_of(&refs)?)
+        };
+        if let Some(path) = &self.requests_file {
+            let entries: Vec<RequestEntry> = serde_json::from_str(&read_list(path)?)
+                .with_context(|| {
+                    format!(
+                        "{}: not a JSON array of requests ({{\"name\", \"ids\", \"groups\", \"requested_unix\"}})",
+                        path.display()
+                    )
+                })?;
+            if entries.is_empty() {
+                bail!("{}: no requests", path.display());
+            }
+            let mut names = std::collections::BTreeSet::new();
+            return entries
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let what = format!("{}: request {} ({:?})", path.display(), i + 1, e.name);
+                    if e.ids.is_empty() && e.groups.is_empty() {
+                        bail!("{what} names no ids and no groups");
+                    }
+                    if !e.name.is_empty() && !names.insert(e.name.clone()) {
+                        bail!("{what}: the name is used twice");
+                    }
+                    let mut ids = e.ids;
+                    if !e.groups.is_empty() {
+                        ids.extend(resolve(&e.groups).with_context(|| what.clone())?);
+                    }
+                    Ok(Ask {
+                        name: e.name,
+                        ids,
+                        groups: e.groups,
+                        requested_unix: e.requested_unix.unwrap_or_else(now_unix),
+                    })
+                })
+                .collect();
+        }
+        let one = |ids: Vec<u64>, groups: Vec<String>| {
+            Ok(vec![Ask {
+                groups,
+                ..Ask::ids(&ids)
+            }])
+        };
         if let Some(ids) = &self.ids {
-            return Ok((ids.clone(), Vec::new()));
+            return one(ids.clone(), Vec::new());
         }
         let names: Option<Vec<String>> = match (&self.group, &self.groups_file) {
             (Some(g), _) => Some(g.clone()),
@@ -347,14 +413,10 @@ impl IdArgs {
             (None, None) => None,
         };
         if let Some(names) = names {
-            let Some(groups) = groups else {
-                bail!("this run was trained without --groups: it has no groups to forget");
-            };
-            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-            return Ok((groups.ids_of(&refs)?, names));
+            return one(resolve(&names)?, names);
         }
         let Some(path) = &self.ids_file else {
-            bail!("give --ids, --ids-file, --group or --groups-file")
+            bail!("give --ids, --ids-file, --group, --groups-file or --requests-file")
         };
         let text = read_list(path)?;
         let t = text.trim();
@@ -365,7 +427,7 @@ impl IdArgs {
                     path.display()
                 )
             })?;
-            return Ok((ids, Vec::new()));
+            return one(ids, Vec::new());
         }
         let ids = t
             .lines()
@@ -382,7 +444,7 @@ impl IdArgs {
                 })
             })
             .collect::<Result<Vec<u64>>>()?;
-        Ok((ids, Vec::new()))
+        one(ids, Vec::new())
     }
 }
 

@@ -937,6 +937,50 @@ fn users_are_placed_together_and_forgotten_by_name() {
         String::from_utf8_lossy(&listed.stdout)
             .contains("receipt 1: request-1 — 30 id(s) of alice")
     );
+    // A batch of requests: one forget, a receipt each; a malformed file changes nothing.
+    let requests = t.0.join("requests.json");
+    std::fs::write(
+        &requests,
+        r#"[{"name": "p-1", "groups": ["bob"]}, {"name": "p-1", "ids": [1]}]"#,
+    )
+    .unwrap();
+    let out = run(bin()
+        .arg("forget")
+        .arg(&r)
+        .arg("--requests-file")
+        .arg(&requests));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the name is used twice"));
+    std::fs::write(
+        &requests,
+        r#"[{"name": "p-1", "groups": ["bob"]}, {"name": "p-2", "ids": [1, 2], "requested_unix": 1764288000}]"#,
+    )
+    .unwrap();
+    let b = json(&run(bin()
+        .arg("forget")
+        .arg(&r)
+        .arg("--requests-file")
+        .arg(&requests)
+        .args(["--no-eval", "--json"])));
+    assert_eq!(b["ids"].as_array().unwrap().len(), 42);
+    let rc = b["receipts"].as_array().unwrap();
+    assert_eq!(
+        (rc.len(), &rc[0]["seq"], &rc[1]["seq"]),
+        (2, &serde_json::json!(2), &serde_json::json!(3))
+    );
+    assert_eq!(
+        (&rc[0]["request"], &rc[0]["groups"]),
+        (&serde_json::json!("p-1"), &serde_json::json!(["bob"]))
+    );
+    assert_eq!(
+        (&rc[1]["ids"], &rc[1]["requested_unix"]),
+        (&serde_json::json!([1, 2]), &serde_json::json!(1764288000))
+    );
+    assert_eq!(rc[0]["batch"], rc[1]["batch"]);
+    let v = json(&run(bin()
+        .args(["receipts", "verify"])
+        .arg(&r)
+        .arg("--json")));
+    assert_eq!(v["receipts"].as_array().unwrap().len(), 3);
     // An edited receipt fails verification (exit code 2) and `check`, naming the receipt.
     let db = rusqlite::Connection::open(r.join("ledger.sqlite")).unwrap();
     db.execute(

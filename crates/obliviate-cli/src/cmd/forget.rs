@@ -80,14 +80,10 @@ pub fn run(a: &Forget, env: &Env, started: Instant) -> Result<()> {
         check_plot_path(p, &a.run)?;
     }
     let mut chain = Chain::open_mut(&a.run)?;
-    let (ids, groups) = a.ids.read(chain.manifest().groups.as_ref())?;
-    let ask = obliviate::unlearn::Ask {
-        groups,
-        ..obliviate::unlearn::Ask::ids(&ids)
-    };
+    let asks = a.ids.read(chain.manifest().groups.as_ref())?;
     let data = chain.load_data(env.data_dir.as_deref())?;
     let mut bars = Bars::new(env);
-    let r = on_backend!(env, B, device => obliviate::unlearn::forget_asks::<B>(&mut chain, &data, std::slice::from_ref(&ask), &opts, &device, &mut bars)?);
+    let r = on_backend!(env, B, device => obliviate::unlearn::forget_asks::<B>(&mut chain, &data, &asks, &opts, &device, &mut bars)?);
     let blocks = chain.manifest().blocks.len();
     // The request is committed: from here on, report it whatever else fails.
     let plotted = match &a.plot {
@@ -176,6 +172,18 @@ pub fn run(a: &Forget, env: &Env, started: Instant) -> Result<()> {
         );
         if let Some(acc) = r.test_accuracy {
             outln!("  test accuracy            {:.2} %", 100.0 * acc);
+        }
+        for rc in &r.receipts {
+            outln!(
+                "  receipt {:<17}{}: {} id(s){}",
+                rc.seq,
+                rc.request,
+                rc.ids.len(),
+                match rc.skipped.len() {
+                    0 => String::new(),
+                    n => format!(", {n} skipped"),
+                }
+            );
         }
         outln!("  model sha256             {}", r.model_sha256);
         if let Ok(Some(p)) = &plotted {

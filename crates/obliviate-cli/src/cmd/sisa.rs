@@ -90,7 +90,12 @@ fn train(a: &Train, env: &Env) -> Result<()> {
 }
 
 fn forget(a: &Forget, env: &Env) -> Result<()> {
-    let (ids, _) = a.ids.read(None)?;
+    let ids: Vec<u64> = a
+        .ids
+        .read(None)?
+        .into_iter()
+        .flat_map(|ask| ask.ids)
+        .collect();
     let data = Sisa::open(&a.dir)?.load_data(env.data_dir.as_deref())?;
     let mut bars = Bars::new(env);
     let r =

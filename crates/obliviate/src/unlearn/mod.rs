@@ -186,8 +186,8 @@ impl Ask {
     }
 }
 
-/// Seconds since the Unix epoch (0 on a clock before it).
-fn now_unix() -> u64 {
+/// Seconds since the Unix epoch (0 on a clock before it): receipts' timestamps.
+pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
