@@ -350,6 +350,12 @@ fn audits_report_and_backdoor_verification() {
     );
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("![") && md.contains("| 1 | 6 |"), "{md}");
+    assert!(
+        md.contains("## Receipts")
+            && md.contains("1 receipt(s); the hash chain")
+            && md.contains("| 1 | request-1 | 6 |"),
+        "{md}"
+    );
     for f in ["accuracy.svg", "mia-roc.svg", "residuals-1.svg"] {
         assert!(std::fs::metadata(out.join(f)).unwrap().len() > 2_000, "{f}");
     }

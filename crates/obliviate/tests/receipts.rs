@@ -99,6 +99,20 @@ fn a_batch_issues_one_receipt_per_ask() {
         ..eager()
     };
     let mut chain = Chain::open_mut(&run.0).unwrap();
+    let manifest = std::fs::read(run.join("manifest.json")).unwrap();
+    let empty = [asks[0].clone(), Ask::default()];
+    let e = forget_asks::<B>(
+        &mut chain,
+        &data,
+        &empty,
+        &opts,
+        &Default::default(),
+        &mut obliviate::train::NoProgress,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("2 (\"\") names no ids"), "{e}");
+    assert_eq!(std::fs::read(run.join("manifest.json")).unwrap(), manifest);
     let r = forget_asks::<B>(
         &mut chain,
         &data,

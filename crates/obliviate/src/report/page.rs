@@ -55,7 +55,9 @@ fn render_md(blocks: &[Block]) -> String {
                     "---|".repeat(h.len())
                 ));
                 for r in rows {
-                    s.push_str(&format!("| {} |\n", r.join(" | ")));
+                    // A cell may hold a requester's text (a receipt's name): keep it one cell.
+                    let cells: Vec<String> = r.iter().map(|c| c.replace('|', "\\|")).collect();
+                    s.push_str(&format!("| {} |\n", cells.join(" | ")));
                 }
                 s.push('\n');
             }
@@ -158,7 +160,7 @@ pub fn write_report<B: AutodiffBackend>(
                     r.first_block.to_string(),
                     r.last_block.to_string(),
                     r.stop_block.to_string(),
-                    (r.stop_block - r.first_block + 1).to_string(),
+                    r.residuals_l1.len().to_string(),
                     r.stop_rule.to_string(),
                     format!("{:.2}", r.seconds),
                     r.test_accuracy.map_or("-".into(), pct),
@@ -167,6 +169,57 @@ pub fn write_report<B: AutodiffBackend>(
             })
             .collect(),
     ));
+
+    let receipts = crate::chain::receipts::verify(run)?;
+    if !receipts.receipts.is_empty() || !receipts.is_sound() {
+        b.push(Block::Heading("Receipts".into()));
+        let mut text = match receipts.problems.len() {
+            0 => format!(
+                "{} receipt(s); the hash chain, the ledger and the manifest agree (`obliviate receipts verify`).",
+                receipts.receipts.len()
+            ),
+            n => format!("{n} problem(s) found by `obliviate receipts verify`:"),
+        };
+        for p in &receipts.problems {
+            text.push_str(&format!(" Receipt {}: {}.", p.receipt, p.detail));
+        }
+        for n in &receipts.notes {
+            text.push_str(&format!(" Note: {n}."));
+        }
+        b.push(Block::Para(text));
+        b.push(Block::Table(
+            [
+                "receipt",
+                "request",
+                "ids",
+                "groups",
+                "batch",
+                "generation",
+                "requested (unix)",
+                "committed (unix)",
+                "model after",
+            ]
+            .map(String::from)
+            .to_vec(),
+            receipts
+                .receipts
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.seq.to_string(),
+                        r.request.clone(),
+                        r.ids.len().to_string(),
+                        r.groups.join(", "),
+                        r.batch.to_string(),
+                        r.generation.to_string(),
+                        r.requested_unix.to_string(),
+                        r.committed_unix.to_string(),
+                        r.model_after_sha256[..12.min(r.model_after_sha256.len())].to_string(),
+                    ]
+                })
+                .collect(),
+        ));
+    }
 
     // Accuracy after each request (and the references, when given).
     let mut series = vec![(

@@ -250,6 +250,12 @@ pub fn forget_asks<B: AutodiffBackend>(
     progress: &mut dyn Progress,
 ) -> Result<ForgetReport> {
     let start = Instant::now();
+    if let Some(empty) = asks.iter().position(|a| a.ids.is_empty()) {
+        return Err(invalid(
+            "request",
+            format!("{} ({:?}) names no ids", empty + 1, asks[empty].name),
+        ));
+    }
     let ids: Vec<u64> = asks.iter().flat_map(|a| a.ids.iter().copied()).collect();
     let ids = &ids[..];
     opts.validate()?;
