@@ -264,3 +264,36 @@ fn a_receipt_that_disagrees_with_its_ledger_row_is_named() {
         "{p:?}"
     );
 }
+
+#[test]
+fn python_checks_the_chain_with_its_standard_library() {
+    let (run, _) = two_requests("receipts-python");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/receipts.py");
+    let check = || -> serde_json::Value {
+        let out = std::process::Command::new("python3")
+            .arg(script)
+            .arg(&run.0)
+            .output()
+            .expect("python3 must be installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json from python")
+    };
+    assert_eq!(check(), serde_json::json!({"receipts": 2, "problems": []}));
+    let edited = body(&run, 1).replace("request-1", "request-9");
+    sql(
+        &run,
+        &format!(
+            "UPDATE receipts SET body = '{}', sha256 = '{}' WHERE seq = 1",
+            edited.replace('\'', "''"),
+            sha256(edited.as_bytes())
+        ),
+    );
+    assert_eq!(
+        check()["problems"],
+        serde_json::json!([[2, "it does not name the previous receipt's SHA-256"]])
+    );
+}
