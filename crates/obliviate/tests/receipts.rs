@@ -38,6 +38,24 @@ fn sql(run: &Tmp, statement: &str) {
     db.execute_batch(statement).unwrap();
 }
 
+/// Replaces `from` by `to` in receipt `seq`'s body; with `rehash`, stores the new body's SHA-256
+/// too (a forger who knows the format).
+fn rewrite(run: &Tmp, seq: u64, from: &str, to: &str, rehash: bool) {
+    let edited = body(run, seq).replace(from, to);
+    assert_ne!(edited, body(run, seq), "{from:?} is in receipt {seq}");
+    let hash = match rehash {
+        true => format!(", sha256 = '{}'", sha256(edited.as_bytes())),
+        false => String::new(),
+    };
+    sql(
+        run,
+        &format!(
+            "UPDATE receipts SET body = '{}'{hash} WHERE seq = {seq}",
+            edited.replace('\'', "''")
+        ),
+    );
+}
+
 fn body(run: &Tmp, seq: u64) -> String {
     let db = rusqlite::Connection::open(run.join("ledger.sqlite")).unwrap();
     db.query_row(
@@ -152,14 +170,7 @@ fn a_batch_issues_one_receipt_per_ask() {
 fn an_edited_receipt_is_named() {
     let (run, _) = two_requests("receipts-edit");
     // The body changed, its stored hash not.
-    let edited = body(&run, 1).replace("request-1", "request-9");
-    sql(
-        &run,
-        &format!(
-            "UPDATE receipts SET body = '{}' WHERE seq = 1",
-            edited.replace('\'', "''")
-        ),
-    );
+    rewrite(&run, 1, "request-1", "request-9", false);
     let p = problems(&verify(&run));
     assert!(
         p.iter().any(|(n, d)| *n == 1 && d.contains("edited")),
@@ -174,15 +185,7 @@ fn an_edited_receipt_is_named() {
 #[test]
 fn an_edit_with_a_recomputed_hash_breaks_the_chain_at_the_next_receipt() {
     let (run, _) = two_requests("receipts-rehash");
-    let edited = body(&run, 1).replace("request-1", "request-9");
-    sql(
-        &run,
-        &format!(
-            "UPDATE receipts SET body = '{}', sha256 = '{}' WHERE seq = 1",
-            edited.replace('\'', "''"),
-            sha256(edited.as_bytes())
-        ),
-    );
+    rewrite(&run, 1, "request-1", "request-9", true);
     let p = problems(&verify(&run));
     assert!(
         p.iter()
@@ -195,15 +198,7 @@ fn an_edit_with_a_recomputed_hash_breaks_the_chain_at_the_next_receipt() {
 fn the_last_receipt_is_anchored_in_the_manifest() {
     let (run, _) = two_requests("receipts-last");
     // Rewrite the last receipt consistently (body and hash): only the manifest can tell.
-    let edited = body(&run, 2).replace("request-2", "request-7");
-    sql(
-        &run,
-        &format!(
-            "UPDATE receipts SET body = '{}', sha256 = '{}' WHERE seq = 2",
-            edited.replace('\'', "''"),
-            sha256(edited.as_bytes())
-        ),
-    );
+    rewrite(&run, 2, "request-2", "request-7", true);
     let p = problems(&verify(&run));
     assert!(
         p.iter()
@@ -241,16 +236,14 @@ fn a_receipt_that_disagrees_with_its_ledger_row_is_named() {
     // manifest's anchor left alone: both the anchor and the ids give it away.
     let m = Chain::open(&run.0).unwrap().into_manifest();
     let kept = m.blocks[0].ids[0];
-    let mut r: serde_json::Value = serde_json::from_str(&body(&run, 2)).unwrap();
-    r["ids"] = serde_json::json!([kept]);
-    let edited = serde_json::to_string(&r).unwrap();
-    sql(
+    let r: serde_json::Value = serde_json::from_str(&body(&run, 2)).unwrap();
+    let forgotten = r["ids"][0].as_u64().unwrap();
+    rewrite(
         &run,
-        &format!(
-            "UPDATE receipts SET body = '{}', sha256 = '{}' WHERE seq = 2",
-            edited.replace('\'', "''"),
-            sha256(edited.as_bytes())
-        ),
+        2,
+        &format!("\"ids\":[{forgotten}]"),
+        &format!("\"ids\":[{kept}]"),
+        true,
     );
     let p = problems(&verify(&run));
     assert!(
@@ -283,15 +276,7 @@ fn python_checks_the_chain_with_its_standard_library() {
         serde_json::from_slice(&out.stdout).expect("json from python")
     };
     assert_eq!(check(), serde_json::json!({"receipts": 2, "problems": []}));
-    let edited = body(&run, 1).replace("request-1", "request-9");
-    sql(
-        &run,
-        &format!(
-            "UPDATE receipts SET body = '{}', sha256 = '{}' WHERE seq = 1",
-            edited.replace('\'', "''"),
-            sha256(edited.as_bytes())
-        ),
-    );
+    rewrite(&run, 1, "request-1", "request-9", true);
     assert_eq!(
         check()["problems"],
         serde_json::json!([[2, "it does not name the previous receipt's SHA-256"]])
