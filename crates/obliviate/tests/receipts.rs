@@ -282,3 +282,38 @@ fn python_checks_the_chain_with_its_standard_library() {
         serde_json::json!([[2, "it does not name the previous receipt's SHA-256"]])
     );
 }
+
+#[test]
+fn a_run_from_before_receipts_gets_them_from_its_next_request() {
+    let data = tiny_data();
+    let run = Tmp::new("receipts-old");
+    train_tiny(&run.0, &data, ModelKind::MlpSmall, tiny_cfg(23));
+    let ids: Vec<u64> = {
+        let m = Chain::open(&run.0).unwrap().into_manifest();
+        vec![m.blocks[2].ids[0], m.blocks[7].ids[0]]
+    };
+    forget_in(&run.0, &data, &ids[..1], &eager()).unwrap();
+    // What a format-2 build left: no receipts table, no anchor.
+    sql(&run, "DROP TABLE receipts");
+    let mut m = Chain::open(&run.0).unwrap().into_manifest();
+    (m.format, m.receipts_head) = (2, None);
+    obliviate::store::sealed::write_sealed(&run.join("manifest.json"), &m).unwrap();
+    let v = verify(&run);
+    assert!(v.is_sound() && v.receipts.is_empty(), "{:?}", v.problems);
+    assert!(
+        v.notes[0].contains("requests 1 predate receipts"),
+        "{:?}",
+        v.notes
+    );
+    forget_in(&run.0, &data, &ids[1..], &eager()).unwrap();
+    let v = verify(&run);
+    assert!(v.is_sound(), "{:?}", v.problems);
+    assert_eq!((v.receipts[0].seq, v.receipts[0].batch), (1, 2));
+    assert!(
+        v.notes[0].contains("requests 1 predate receipts"),
+        "{:?}",
+        v.notes
+    );
+    let m = Chain::open(&run.0).unwrap().into_manifest();
+    assert_eq!(m.format, obliviate::chain::manifest::FORMAT);
+}

@@ -383,6 +383,8 @@ impl Manifest {
         let generation = self.next_generation()?;
         if receipt.is_some() {
             self.receipts_head = receipt;
+            // A build that reads no receipts must not rewrite this manifest without them.
+            self.format = FORMAT;
         }
         for (block, f) in files {
             self.set_block(block, f);
