@@ -25,7 +25,6 @@ fn digests(set: &ParamSet) -> serde_json::Value {
 #[test]
 fn python_decodes_every_precision_to_the_engines_numbers() {
     let data = tiny_data();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop.py");
     let plain = Compression::None;
     for (delta, opt, compression) in [
         (Precision::F32, Precision::F32, plain),
@@ -50,17 +49,11 @@ fn python_decodes_every_precision_to_the_engines_numbers() {
             ..tiny_cfg(12)
         };
         train_tiny(&run.0, &data, ModelKind::Lenet5, cfg);
-        let out = std::process::Command::new("python3")
-            .arg(script)
-            .arg(&run.0)
-            .output()
-            .expect("python3 must be installed");
-        assert!(
-            out.status.success(),
-            "python3 interop.py failed (install with `python3 -m pip install safetensors numpy zstandard`):\n{}",
-            String::from_utf8_lossy(&out.stderr)
+        let v = python_json(
+            "interop.py",
+            &run.0,
+            "install with `python3 -m pip install safetensors numpy zstandard`",
         );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json from python");
         assert_eq!(
             v["fold_equals_model"], true,
             "{what}: numpy's float32 fold must reproduce the served model"

@@ -261,20 +261,7 @@ fn a_receipt_that_disagrees_with_its_ledger_row_is_named() {
 #[test]
 fn python_checks_the_chain_with_its_standard_library() {
     let (run, _) = two_requests("receipts-python");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/receipts.py");
-    let check = || -> serde_json::Value {
-        let out = std::process::Command::new("python3")
-            .arg(script)
-            .arg(&run.0)
-            .output()
-            .expect("python3 must be installed");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("json from python")
-    };
+    let check = || python_json("receipts.py", &run.0, "the standard library suffices");
     assert_eq!(check(), serde_json::json!({"receipts": 2, "problems": []}));
     rewrite(&run, 1, "request-1", "request-9", true);
     assert_eq!(

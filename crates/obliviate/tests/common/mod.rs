@@ -174,3 +174,22 @@ pub fn verify_error(run: &Path) -> String {
         .expect_err("verify must fail")
         .to_string()
 }
+
+/// Runs the Python script `tests/NAME` on the run folder `run` and parses the JSON it prints;
+/// `hint` says what to install when it fails.
+pub fn python_json(name: &str, run: &Path, hint: &str) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(name);
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(run)
+        .output()
+        .expect("python3 must be installed");
+    assert!(
+        out.status.success(),
+        "python3 {name} failed ({hint}):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json from python")
+}
