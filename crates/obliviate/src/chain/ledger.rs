@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::layout::LEDGER;
@@ -253,8 +253,16 @@ impl Ledger {
         let json =
             |what: &'static str, e: serde_json::Error| crate::error::invalid(what, e.to_string());
         let body = serde_json::to_string(r).map_err(|e| json("ledger row", e))?;
-        let last = self.receipt_rows(u64::MAX)?.pop();
-        let (mut seq, mut previous) = last.map_or((0, GENESIS.to_string()), |l| (l.seq, l.sha256));
+        let last = self
+            .conn
+            .query_row(
+                "SELECT seq, sha256 FROM receipts ORDER BY seq DESC LIMIT 1",
+                [],
+                |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, String>(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let (mut seq, mut previous) = last.unwrap_or((0, GENESIS.to_string()));
         let mut stored = Vec::with_capacity(receipts.len());
         for receipt in receipts.iter_mut() {
             seq += 1;

@@ -100,12 +100,6 @@ impl Verification {
     }
 }
 
-/// The committed receipts of the run in `run`, oldest first (row checksums unchecked; see
-/// [`verify`]).
-pub fn list(run: &Path) -> Result<Vec<Receipt>> {
-    Ok(verify(run)?.receipts)
-}
-
 /// Recomputes the receipt chain of the run in `run` and checks every receipt against its
 /// stored hash, its predecessor, its batch's ledger row, the manifest's forgotten ids and the
 /// manifest's record of the latest receipt. A damaged ledger row or manifest is an error; a
