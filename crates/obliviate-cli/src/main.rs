@@ -31,6 +31,7 @@ enum Command {
     Check(cmd::check::Check),
     Forget(cmd::forget::Forget),
     Retrain(cmd::retrain::Retrain),
+    Serve(cmd::serve::Serve),
     Demo(cmd::demo::Demo),
     /// Prove a deletion: backdoor verification.
     #[command(subcommand)]
@@ -67,6 +68,7 @@ fn main() {
         Command::Check(a) => cmd::check::run(a, env),
         Command::Forget(a) => cmd::forget::run(a, env, started),
         Command::Retrain(a) => cmd::retrain::run(a, env),
+        Command::Serve(a) => cmd::serve::run(a, env),
         Command::Demo(a) => cmd::demo::run(a, env),
         Command::Verify(a) => match cmd::verify::run(a, env) {
             Ok(false) => std::process::exit(FAILED_VERIFICATION),

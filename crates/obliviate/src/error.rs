@@ -125,6 +125,9 @@ pub enum Error {
         /// What plotters reported.
         detail: String,
     },
+    /// The caller abandoned the work (`Progress::cancelled`); nothing was committed.
+    #[error("cancelled before the commit; the run is unchanged")]
+    Cancelled,
     /// An injected failure (tests of crash safety); never raised in normal use.
     #[error("failpoint {0} triggered")]
     Failpoint(String),

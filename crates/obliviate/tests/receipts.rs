@@ -8,7 +8,7 @@ use obliviate::chain::Chain;
 use obliviate::chain::receipts::{self, GENESIS, Verification};
 use obliviate::model::ModelKind;
 use obliviate::store::sha256;
-use obliviate::unlearn::{Ask, forget_asks};
+use obliviate::unlearn::{Ask, acknowledge, forget_asks};
 
 fn verify(run: &Tmp) -> Verification {
     receipts::verify(&run.0).expect("verification runs")
@@ -303,4 +303,91 @@ fn a_run_from_before_receipts_gets_them_from_its_next_request() {
     );
     let m = Chain::open(&run.0).unwrap().into_manifest();
     assert_eq!(m.format, obliviate::chain::manifest::FORMAT);
+}
+
+#[test]
+fn ids_forgotten_before_are_acknowledged_with_the_batches_that_removed_them() {
+    let (run, data) = two_requests("receipts-acknowledge");
+    let m = Chain::open(&run.0).unwrap().into_manifest();
+    let before = verify(&run).receipts;
+    let (first, second) = (before[0].ids[0], before[1].ids[0]);
+    let model = m.model_file.clone().unwrap().sha256;
+    let mut chain = Chain::open_mut(&run.0).unwrap();
+    // An ask with an id still trained on is refused, and nothing is written.
+    let manifest = std::fs::read(run.join("manifest.json")).unwrap();
+    let kept = m.blocks[0].ids[0];
+    let e = acknowledge(&mut chain, &[Ask::ids(&[first, kept])])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&format!("ids [{kept}] remain")), "{e}");
+    assert_eq!(std::fs::read(run.join("manifest.json")).unwrap(), manifest);
+
+    let asks = [
+        Ask {
+            name: "late".into(),
+            ids: vec![first],
+            ..Ask::default()
+        },
+        Ask {
+            name: "both".into(),
+            ids: vec![second, first],
+            ..Ask::default()
+        },
+    ];
+    let r = acknowledge(&mut chain, &asks).unwrap();
+    assert_eq!(chain.manifest().generation, 3);
+    assert_eq!(chain.manifest().model_file.as_ref().unwrap().sha256, model);
+    drop(chain);
+    let (late, both) = (&r[0], &r[1]);
+    assert_eq!((late.seq, late.batch, late.generation), (3, 3, 3));
+    assert!(late.ids.is_empty());
+    assert_eq!(late.skipped, vec![first]);
+    assert_eq!(late.earlier_batches, vec![1]);
+    assert_eq!(both.earlier_batches, vec![1, 2]);
+    assert_eq!((late.blocks_retrained, late.residuals.len()), (0, 0));
+    assert_eq!(
+        (&late.model_before_sha256, &late.model_after_sha256),
+        (&model, &model)
+    );
+    let v = verify(&run);
+    assert!(v.is_sound(), "{:?}", v.problems);
+
+    // A batch with something left to remove names the batch that removed the rest.
+    let third = m.blocks[9].ids[0];
+    let opts = obliviate::unlearn::ForgetOptions {
+        skip_missing: true,
+        ..eager()
+    };
+    let mut chain = Chain::open_mut(&run.0).unwrap();
+    let r = forget_asks::<B>(
+        &mut chain,
+        &data,
+        &[Ask::ids(&[third, second])],
+        &opts,
+        &Default::default(),
+        &mut obliviate::train::NoProgress,
+    )
+    .unwrap();
+    drop(chain);
+    let mixed = &r.receipts[0];
+    assert_eq!(
+        (&mixed.ids, &mixed.skipped, &mixed.earlier_batches),
+        (&vec![third], &vec![second], &vec![2])
+    );
+    assert!(verify(&run).is_sound());
+
+    // A forged pointer (hash recomputed) is named.
+    rewrite(
+        &run,
+        3,
+        "\"earlier_batches\":[1]",
+        "\"earlier_batches\":[2]",
+        true,
+    );
+    let p = problems(&verify(&run));
+    assert!(
+        p.iter()
+            .any(|(n, d)| *n == 3 && d.contains("not forgotten by its earlier batches [2]")),
+        "{p:?}"
+    );
 }

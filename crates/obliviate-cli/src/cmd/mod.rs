@@ -11,6 +11,7 @@ pub mod info;
 pub mod receipts;
 pub mod report;
 pub mod retrain;
+pub mod serve;
 pub mod sisa;
 pub mod train;
 pub mod verify;

@@ -10,6 +10,7 @@
 //! RUN/blocks/00050.theta.g0.safetensors    θ_50, a keyframe (`Storage::keyframe_every`)
 //! RUN/model.g0.safetensors                 θ_0 + Σδ_i, the served model
 //! RUN/ledger.sqlite                        committed forget requests (see `ledger`)
+//! RUN/queue.sqlite                         `obliviate serve`'s request queue (its crate owns it)
 //! RUN/.lock                                the writer lock
 //! ```
 
@@ -19,6 +20,8 @@ use crate::store::Compression;
 pub const MANIFEST: &str = "manifest.json";
 /// The request ledger.
 pub const LEDGER: &str = "ledger.sqlite";
+/// The deletion service's durable request queue.
+pub const QUEUE: &str = "queue.sqlite";
 /// Folder of the per-block files.
 pub const BLOCKS: &str = "blocks";
 /// θ_0.

@@ -27,6 +27,9 @@ pub enum StopReason {
     Relative,
     /// Retraining reached the last block.
     End,
+    /// Nothing was retrained: the request acknowledged ids earlier requests had forgotten
+    /// (`unlearn::acknowledge`).
+    Nothing,
 }
 
 impl StopReason {
@@ -37,6 +40,7 @@ impl StopReason {
             StopReason::Negligible => "negligible",
             StopReason::Relative => "relative",
             StopReason::End => "end",
+            StopReason::Nothing => "none",
         }
     }
 }

@@ -40,8 +40,13 @@ pub struct Receipt {
     /// Ids the request asked for that were unknown or already forgotten (skipped).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<u64>,
-    /// The ledger request (the forget) that removed the ids.
+    /// The ledger request (the forget) that carried the request out: the one that removed its
+    /// ids, or, when earlier requests had forgotten them all, the acknowledgement that records
+    /// so (nothing retrained, the model unchanged).
     pub batch: u64,
+    /// The ledger requests that had already forgotten the skipped ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_batches: Vec<u64>,
     /// The manifest generation the batch committed.
     pub generation: u64,
     /// Blocks the batch retrained.
@@ -172,6 +177,9 @@ pub fn verify(run: &Path) -> Result<Verification> {
                 ),
             );
         }
+        for e in against_earlier(&r, &by_id, &deleted) {
+            problem(n, e);
+        }
         match by_id.get(&r.batch) {
             None => problem(
                 n,
@@ -247,6 +255,43 @@ pub fn verify(run: &Path) -> Result<Verification> {
     }
     v.receipts = receipts;
     Ok(v)
+}
+
+/// How a receipt's `earlier_batches` disagree with the ledger: each must exist and precede
+/// the receipt's batch, and together they must hold the skipped ids the run has forgotten.
+fn against_earlier(
+    r: &Receipt,
+    by_id: &HashMap<u64, &Request>,
+    deleted: &BTreeSet<u64>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if r.earlier_batches.is_empty() {
+        return out;
+    }
+    let mut theirs = BTreeSet::new();
+    for b in &r.earlier_batches {
+        match by_id.get(b) {
+            None => out.push(format!("names earlier batch {b}, which the ledger lacks")),
+            Some(_) if *b >= r.batch => out.push(format!(
+                "names batch {b} as earlier than its own batch {}",
+                r.batch
+            )),
+            Some(q) => theirs.extend(q.ids.iter().copied()),
+        }
+    }
+    let outside: Vec<u64> = r
+        .skipped
+        .iter()
+        .copied()
+        .filter(|id| deleted.contains(id) && !theirs.contains(id))
+        .collect();
+    if !outside.is_empty() {
+        out.push(format!(
+            "ids {outside:?} were not forgotten by its earlier batches {:?}",
+            r.earlier_batches
+        ));
+    }
+    out
 }
 
 /// How a receipt disagrees with its batch's ledger row.

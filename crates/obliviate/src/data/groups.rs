@@ -195,6 +195,11 @@ impl Groups {
         Ok(ids.into_iter().collect())
     }
 
+    /// True when a group is called `name`.
+    pub fn knows(&self, name: &str) -> bool {
+        self.members.contains_key(name)
+    }
+
     /// A single group `name` holding `ids` (e.g. a backdoored user).
     pub fn single(name: &str, ids: &[u64]) -> Groups {
         Groups {

@@ -8,6 +8,11 @@ pub trait Progress {
     fn set(&mut self, _done: u64) {}
     /// The current phase ended.
     fn finish(&mut self) {}
+    /// True once the caller wants the work abandoned (a service shutting down): a forget checks
+    /// it between blocks and fails with `Error::Cancelled`, writing nothing.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// Ignores all progress.

@@ -10,7 +10,7 @@
 pub mod fit;
 mod stop;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
@@ -368,10 +368,8 @@ fn carry_out<B: AutodiffBackend>(
         false => None,
     };
     let eval_seconds = eval_start.elapsed().as_secs_f64();
-    let request = ledger
-        .list(chain.manifest().generation)?
-        .last()
-        .map_or(1, |r| r.id + 1);
+    let earlier = ledger.list(chain.manifest().generation)?;
+    let request = earlier.last().map_or(1, |r| r.id + 1);
     let last = replayed.segments.last();
     let skipped: BTreeSet<u64> = plan.skipped.iter().copied().collect();
     let mut report = ForgetReport {
@@ -408,40 +406,20 @@ fn carry_out<B: AutodiffBackend>(
         .model_file
         .as_ref()
         .map_or_else(String::new, |f| f.sha256.clone());
+    let landing = Landing {
+        batch: request,
+        generation,
+        blocks_retrained: report.blocks_retrained,
+        residuals: &report.residuals,
+        model_before: &model_before,
+        model_after: &model.sha256,
+        committed_unix,
+    };
+    let by = forgotten_by(&earlier, &skipped);
     report.receipts = plan
         .asks
         .iter()
-        .map(|ask| {
-            // The ask's ids in `set`, ascending and once each.
-            let mine = |set: &BTreeSet<u64>| -> Vec<u64> {
-                let v: BTreeSet<u64> = ask
-                    .ids
-                    .iter()
-                    .copied()
-                    .filter(|id| set.contains(id))
-                    .collect();
-                v.into_iter().collect()
-            };
-            Receipt {
-                seq: 0,
-                request: match ask.name.is_empty() {
-                    true => format!("request-{request}"),
-                    false => ask.name.clone(),
-                },
-                ids: mine(&plan.removed),
-                groups: ask.groups.clone(),
-                skipped: mine(&skipped),
-                batch: request,
-                generation,
-                blocks_retrained: report.blocks_retrained,
-                residuals: report.residuals.clone(),
-                model_before_sha256: model_before.clone(),
-                model_after_sha256: model.sha256.clone(),
-                requested_unix: ask.requested_unix,
-                committed_unix,
-                previous_sha256: GENESIS.to_string(),
-            }
-        })
+        .map(|ask| receipt(ask, &plan.removed, &skipped, &by, &landing))
         .collect();
     let head = ledger.append(
         &Request {
@@ -474,6 +452,177 @@ fn carry_out<B: AutodiffBackend>(
     report.phases.commit = commit_start.elapsed().as_secs_f64() - eval_seconds;
     report.seconds = start.elapsed().as_secs_f64() - eval_seconds;
     Ok(report)
+}
+
+/// What a receipt says about the batch that carried its request out.
+struct Landing<'a> {
+    batch: u64,
+    generation: u64,
+    blocks_retrained: usize,
+    residuals: &'a [f64],
+    model_before: &'a str,
+    model_after: &'a str,
+    committed_unix: u64,
+}
+
+/// For each of `ids` an earlier committed request forgot, that request.
+fn forgotten_by(earlier: &[Request], ids: &BTreeSet<u64>) -> BTreeMap<u64, u64> {
+    let mut by = BTreeMap::new();
+    for r in earlier {
+        for id in r.ids.iter().filter(|id| ids.contains(id)) {
+            by.insert(*id, r.id);
+        }
+    }
+    by
+}
+
+/// The receipt of `ask` in a batch that removed `removed` and skipped `skipped` (earlier
+/// requests forgot those in `by`, which the receipt names).
+fn receipt(
+    ask: &Ask,
+    removed: &BTreeSet<u64>,
+    skipped: &BTreeSet<u64>,
+    by: &BTreeMap<u64, u64>,
+    l: &Landing<'_>,
+) -> Receipt {
+    // The ask's ids in `set`, ascending and once each.
+    let mine = |set: &BTreeSet<u64>| -> Vec<u64> {
+        let v: BTreeSet<u64> = ask
+            .ids
+            .iter()
+            .copied()
+            .filter(|id| set.contains(id))
+            .collect();
+        v.into_iter().collect()
+    };
+    let skipped = mine(skipped);
+    let earlier: BTreeSet<u64> = skipped
+        .iter()
+        .filter_map(|id| by.get(id))
+        .copied()
+        .collect();
+    Receipt {
+        seq: 0,
+        request: match ask.name.is_empty() {
+            true => format!("request-{}", l.batch),
+            false => ask.name.clone(),
+        },
+        ids: mine(removed),
+        groups: ask.groups.clone(),
+        skipped,
+        batch: l.batch,
+        earlier_batches: earlier.into_iter().collect(),
+        generation: l.generation,
+        blocks_retrained: l.blocks_retrained,
+        residuals: l.residuals.to_vec(),
+        model_before_sha256: l.model_before.to_string(),
+        model_after_sha256: l.model_after.to_string(),
+        requested_unix: ask.requested_unix,
+        committed_unix: l.committed_unix,
+        previous_sha256: GENESIS.to_string(),
+    }
+}
+
+/// Issues receipts for `asks` whose ids earlier requests have all forgotten (a request that
+/// arrived while a batch was removing the same ids): a ledger request that retrains nothing
+/// (stop rule `none`, the model unchanged), each receipt naming the requests that forgot its
+/// ids in `earlier_batches`. Committed as a generation like any request.
+pub fn acknowledge(chain: &mut Chain, asks: &[Ask]) -> Result<Vec<Receipt>> {
+    let start = Instant::now();
+    if !chain.is_writable() {
+        return Err(invalid(
+            "run",
+            "opened read-only; acknowledging needs the writer lock (Chain::open_mut)",
+        ));
+    }
+    if asks.is_empty() {
+        return Err(invalid("request", "no requests to acknowledge"));
+    }
+    let deleted = &chain.manifest().deleted;
+    let mut all = BTreeSet::new();
+    for (i, ask) in asks.iter().enumerate() {
+        let pending: Vec<u64> = ask
+            .ids
+            .iter()
+            .copied()
+            .filter(|id| deleted.binary_search(id).is_err())
+            .collect();
+        if ask.ids.is_empty() || !pending.is_empty() {
+            return Err(invalid(
+                "request",
+                format!(
+                    "{} ({:?}) is not fully forgotten: ids {pending:?} remain (forget them instead)",
+                    i + 1,
+                    ask.name
+                ),
+            ));
+        }
+        all.extend(ask.ids.iter().copied());
+    }
+    let current = chain.manifest().generation;
+    let generation = chain.manifest().next_generation()?;
+    let mut ledger = Ledger::open(chain.dir())?;
+    ledger.discard_after(current)?;
+    let earlier = ledger.list(current)?;
+    let by = forgotten_by(&earlier, &all);
+    if let Some(id) = all.iter().find(|id| !by.contains_key(id)) {
+        return Err(invalid(
+            "ledger",
+            format!("id {id} is forgotten, but no ledger request forgot it"),
+        ));
+    }
+    let model = chain
+        .manifest()
+        .model_file
+        .clone()
+        .ok_or_else(|| invalid("run", "it serves no model"))?;
+    let request = earlier.last().map_or(1, |r| r.id + 1);
+    let committed_unix = now_unix();
+    let landing = Landing {
+        batch: request,
+        generation,
+        blocks_retrained: 0,
+        residuals: &[],
+        model_before: &model.sha256,
+        model_after: &model.sha256,
+        committed_unix,
+    };
+    let mut receipts: Vec<Receipt> = asks
+        .iter()
+        .map(|ask| receipt(ask, &BTreeSet::new(), &all, &by, &landing))
+        .collect();
+    let row = Request {
+        id: request,
+        generation,
+        created_unix: committed_unix,
+        ids: Vec::new(),
+        first_block: 0,
+        last_block: 0,
+        stop_block: 0,
+        residuals_l1: Vec::new(),
+        residuals_l2: Vec::new(),
+        fit: None,
+        stop_rule: StopReason::Nothing,
+        segments: Vec::new(),
+        seconds: start.elapsed().as_secs_f64(),
+        test_accuracy: chain.manifest().test_accuracy,
+        model_sha256: model.sha256.clone(),
+        model_before_sha256: model.sha256.clone(),
+    };
+    let head = ledger.append(&row, &mut receipts)?;
+    let accuracy = chain.manifest().test_accuracy;
+    let committed = chain.commit_forget(
+        Vec::new(),
+        Vec::new(),
+        &BTreeSet::new(),
+        (model, accuracy),
+        head,
+    );
+    if let Err(e) = committed {
+        let _ = chain.reload_and_collect();
+        return Err(e);
+    }
+    Ok(receipts)
 }
 
 /// Why a segment that ran to the chain's end could not stop earlier, in words: `series` holds
@@ -620,6 +769,9 @@ pub fn replay<B: AutodiffBackend>(
             chain.write_block(k, generation, stored, trainer.theta())?,
         ));
         progress.set((k - d + 1) as u64);
+        if progress.cancelled() {
+            return Err(Error::Cancelled);
+        }
         retrain += t.elapsed().as_secs_f64();
         if affected.contains(&k) {
             last_affected = k;

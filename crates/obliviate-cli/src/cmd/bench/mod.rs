@@ -4,6 +4,7 @@
 mod audit;
 mod calibrate;
 mod compare;
+mod serve;
 mod storage;
 mod train;
 mod unlearn;
@@ -36,6 +37,9 @@ pub enum Bench {
     /// Compact chains: bytes on disk, accuracy and forget cost per storage precision (writes a
     /// table).
     Storage(storage::StorageBench),
+    /// The deletion service on loopback: POST rate and latency while a batch trains, coalesced
+    /// against one-by-one processing.
+    Serve(serve::ServeBench),
 }
 
 pub fn run(b: &Bench, env: &Env) -> Result<()> {
@@ -46,6 +50,7 @@ pub fn run(b: &Bench, env: &Env) -> Result<()> {
         Bench::Audit(a) => audit::run(a, env),
         Bench::Calibrate(a) => calibrate::run(a, env),
         Bench::Storage(a) => storage::run(a, env),
+        Bench::Serve(a) => serve::run(a, env),
     }
 }
 
