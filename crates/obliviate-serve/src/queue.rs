@@ -212,7 +212,15 @@ impl Queue {
 
     /// Rows in `status`, in arrival order.
     pub fn with_status(&self, status: Status) -> Result<Vec<Row>> {
-        self.select("WHERE status = ?1 ORDER BY seq", params![status.name()])
+        self.oldest(status, u64::MAX)
+    }
+
+    /// The `limit` oldest rows in `status`.
+    pub fn oldest(&self, status: Status, limit: u64) -> Result<Vec<Row>> {
+        self.select(
+            "WHERE status = ?1 ORDER BY seq LIMIT ?2",
+            params![status.name(), limit.min(i64::MAX as u64) as i64],
+        )
     }
 
     fn select(&self, clause: &str, args: impl rusqlite::Params) -> Result<Vec<Row>> {

@@ -117,7 +117,8 @@ pub fn run<B: AutodiffBackend>(
     let mut alone = BTreeSet::new();
     let idle = Duration::from_millis(250);
     while !shared.stopping.load(Ordering::SeqCst) {
-        let queued = queue.with_status(Status::Queued)?;
+        // Every request holds at least one id: a batch never takes more than max_ids + 1 rows.
+        let queued = queue.oldest(Status::Queued, settings.max_ids.saturating_add(1) as u64)?;
         if queued.is_empty() {
             first_seen = None;
             let _ = nudges.recv_timeout(idle);

@@ -69,6 +69,14 @@ pub fn run(r: &Receipts, env: &Env) -> Result<bool> {
                         short(&r.model_before_sha256),
                         short(&r.model_after_sha256)
                     );
+                    if !r.earlier_batches.is_empty() {
+                        let earlier: Vec<String> =
+                            r.earlier_batches.iter().map(u64::to_string).collect();
+                        outln!(
+                            "  ids it asked for had been forgotten by request(s) {}",
+                            earlier.join(", ")
+                        );
+                    }
                 }
             })?;
             Ok(true)
