@@ -172,8 +172,27 @@ fn the_api_answers_as_documented_and_only_with_the_token() {
     let s = Service::start(
         &t.0,
         &r,
-        &["--batch-window", "0", "--max-body-bytes", "2000"],
+        &[
+            "--batch-window",
+            "0",
+            "--max-body-bytes",
+            "2000",
+            "--header-timeout",
+            "1",
+        ],
     );
+    // A client that connects and sends nothing is cut off after --header-timeout.
+    let addr = s.base.strip_prefix("http://").unwrap();
+    let mut silent = std::net::TcpStream::connect(addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let opened = Instant::now();
+    let mut buf = [0u8; 256];
+    match std::io::Read::read(&mut silent, &mut buf) {
+        Ok(_) => assert!(opened.elapsed() < Duration::from_secs(5)),
+        Err(e) => panic!("a silent connection was still open after 10 s: {e}"),
+    }
     // Auth: /healthz is open, everything else needs the token.
     let (code, v) = s.call(s.req("GET", "/healthz", None), None);
     assert_eq!((code, v["status"].as_str()), (200, Some("ok")));

@@ -239,6 +239,7 @@ pub fn run<B: AutodiffBackend>(cfg: &BenchConfig, device: &B::Device) -> Result<
         max_batch_ids,
         max_body_bytes: 1 << 20,
         request_timeout: Duration::from_secs(30),
+        header_timeout: Duration::from_secs(10),
         forget: cfg.forget,
         handle_signals: false,
     };

@@ -26,8 +26,11 @@ pub struct Config {
     pub max_batch_ids: usize,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
-    /// Time limit of one HTTP request.
+    /// Time limit of one HTTP request, from its headers to the answer.
     pub request_timeout: Duration,
+    /// Time a connection may take to send a request's headers (also how long an idle
+    /// keep-alive connection stays open): slow or silent clients cannot hold connections.
+    pub header_timeout: Duration,
     /// How batches are forgotten (`skip_missing` is forced on: ids another batch forgot first
     /// get an acknowledgement).
     pub forget: ForgetOptions,

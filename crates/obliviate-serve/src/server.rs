@@ -150,18 +150,14 @@ impl Server {
                 config.request_timeout,
             ));
         let signals = config.handle_signals;
+        let header_timeout = config.header_timeout;
         let signal_stop = stop.clone();
         let http = std::thread::spawn(move || {
-            let served = rt.block_on(async move {
+            rt.block_on(async move {
                 if signals {
                     tokio::spawn(stop_on_signals(signal_stop));
                 }
-                let mut stopped = stopped;
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.wait_for(|s| *s).await;
-                    })
-                    .await
+                serve_http(listener, app, header_timeout, stopped).await;
             });
             // Stop the worker (it abandons a batch in flight) before anything else goes.
             shared.stopping.store(true, Ordering::SeqCst);
@@ -170,10 +166,6 @@ impl Server {
                 .join()
                 .unwrap_or_else(|_| Err(Error::Corrupt("the worker thread panicked".into())));
             let _ = writer.join();
-            served.map_err(|cause| Error::Io {
-                what: "serving HTTP".into(),
-                cause,
-            })?;
             worked
         });
         Ok(Server {
@@ -214,6 +206,49 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
         let _ = self.join();
+    }
+}
+
+/// Longest wait for connections to finish after the stop signal.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Accepts connections until `stopped`, then lets those open finish (at most [`DRAIN`]).
+/// hyper's HTTP/1 connection directly rather than `axum::serve`, for the header-read timeout
+/// (axum's server sets no timer, so hyper's own default of 30 s never applies).
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    header_timeout: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    eprintln!("accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = stopped.wait_for(|s| *s) => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(DRAIN) => eprintln!("connections still open after {DRAIN:?}: closing them"),
     }
 }
 

@@ -30,9 +30,13 @@ pub struct Serve {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     max_body_bytes: usize,
-    /// Seconds one HTTP request may take.
+    /// Seconds one HTTP request may take, from its headers to the answer.
     #[arg(long, default_value_t = 30.0)]
     request_timeout: f64,
+    /// Seconds a connection may take to send a request's headers (and stay idle between
+    /// requests).
+    #[arg(long, default_value_t = 10.0)]
+    header_timeout: f64,
     /// Skip measuring each batch's test accuracy (`/v1/model` then reports none).
     #[arg(long)]
     no_eval: bool,
@@ -88,6 +92,7 @@ pub fn run(a: &Serve, env: &Env) -> Result<()> {
         max_batch_ids: a.max_batch_ids,
         max_body_bytes: a.max_body_bytes,
         request_timeout: seconds("--request-timeout", a.request_timeout)?,
+        header_timeout: seconds("--header-timeout", a.header_timeout)?,
         forget,
         handle_signals: true,
     };
