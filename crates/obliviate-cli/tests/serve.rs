@@ -395,15 +395,15 @@ fn sigterm_leaves_the_old_or_the_new_chain_and_a_restart_carries_the_request_out
     receipts_verify(&r);
 }
 
-/// SplitMix64, for reproducible random moments.
-struct Mix(u64);
-impl Mix {
+/// A linear congruential generator (Knuth's MMIX constants): reproducible random moments.
+struct Lcg(u64);
+impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
     }
 }
 
@@ -411,7 +411,7 @@ impl Mix {
 fn twenty_kill_9s_at_random_moments_lose_no_acknowledged_request() {
     let t = Tmp::new("serve-kill");
     let r = trained(&t.0);
-    let mut rng = Mix(20261206);
+    let mut rng = Lcg(20261206);
     // id → the ids it asked, for every request that got a 202.
     let mut acknowledged: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for round in 0..20 {

@@ -46,11 +46,11 @@ pub struct AppState {
     /// The run folder.
     pub run: PathBuf,
     /// To the queue's writer thread.
-    pub accept: Mutex<Sender<Pending>>,
+    pub accept: Sender<Pending>,
     /// Reads of the queue.
     pub reader: Mutex<Queue>,
     /// Wakes the worker.
-    pub nudge: Mutex<Sender<()>>,
+    pub nudge: Sender<()>,
 }
 
 type Ctx = Arc<AppState>;
@@ -158,11 +158,7 @@ async fn post_request(State(s): State<Ctx>, headers: HeaderMap, body: Bytes) -> 
         },
         reply,
     };
-    let sent = match s.accept.lock() {
-        Ok(tx) => tx.send(pending).is_ok(),
-        Err(_) => false,
-    };
-    if !sent {
+    if s.accept.send(pending).is_err() {
         return internal("the request queue is closed (the service is stopping)");
     }
     let accepted = match answer.await {
@@ -170,9 +166,7 @@ async fn post_request(State(s): State<Ctx>, headers: HeaderMap, body: Bytes) -> 
         Ok(Err(e)) => return internal(format!("the request was not recorded: {e}")),
         Err(_) => return internal("the request queue stopped before recording the request"),
     };
-    if let Ok(n) = s.nudge.lock() {
-        let _ = n.send(());
-    }
+    let _ = s.nudge.send(());
     let queued = |id: &str| {
         let mut r = (
             StatusCode::ACCEPTED,

@@ -120,12 +120,9 @@ impl Queue {
     /// Opens (creating) the queue of the run folder `run`.
     pub fn open(run: &Path) -> Result<Queue> {
         let path = run.join(obliviate::chain::layout::QUEUE);
-        let e = |cause| Error::Queue {
-            path: path.clone(),
-            cause,
-        };
-        let conn = Connection::open(&path).map_err(e)?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(e)?;
+        let e = failed(&path);
+        let conn = Connection::open(&path).map_err(&e)?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(&e)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
              CREATE TABLE IF NOT EXISTS requests (
@@ -141,34 +138,28 @@ impl Queue {
              );
              CREATE INDEX IF NOT EXISTS requests_status ON requests (status, seq);",
         )
-        .map_err(e)?;
+        .map_err(&e)?;
+        drop(e);
         Ok(Queue { conn, path })
     }
 
     fn err(&self, cause: rusqlite::Error) -> Error {
-        Error::Queue {
-            path: self.path.clone(),
-            cause,
-        }
+        failed(&self.path)(cause)
     }
 
     /// Accepts `items` in one transaction (one fsync for all: the writer thread's group
     /// commit). Each gets its answer; a failed transaction fails them all.
     pub fn accept(&mut self, items: &[NewRequest]) -> Result<Vec<Accepted>> {
-        let path = self.path.clone();
-        let e = |cause| Error::Queue {
-            path: path.clone(),
-            cause,
-        };
+        let e = failed(&self.path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
+            .map_err(&e)?;
         let mut next: u64 = tx
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM requests", [], |r| {
                 r.get::<_, i64>(0)
             })
-            .map_err(e)? as u64;
+            .map_err(&e)? as u64;
         let mut out = Vec::with_capacity(items.len());
         for item in items {
             let body = serde_json::to_string(&item.body)
@@ -181,7 +172,7 @@ impl Queue {
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()
-                    .map_err(e)?;
+                    .map_err(&e)?;
                 if let Some((id, first)) = before {
                     out.push(match first == body {
                         true => Accepted::Repeat(id),
@@ -197,10 +188,10 @@ impl Queue {
                  VALUES (?1, ?2, ?3, ?4, ?5, 'queued')",
                 params![next as i64, id, item.key, body, item.accepted_unix as i64],
             )
-            .map_err(e)?;
+            .map_err(&e)?;
             out.push(Accepted::New(id));
         }
-        tx.commit().map_err(e)?;
+        tx.commit().map_err(&e)?;
         Ok(out)
     }
 
@@ -302,7 +293,7 @@ impl Queue {
 
     /// Marks requests `seqs` running in `batch`.
     pub fn start(&mut self, seqs: &[u64], batch: u64) -> Result<()> {
-        self.update(seqs, |tx, seq| {
+        self.update(seqs, |tx, &seq| {
             tx.execute(
                 "UPDATE requests SET status = 'running', batch = ?2 WHERE seq = ?1",
                 params![seq as i64, batch as i64],
@@ -320,29 +311,17 @@ impl Queue {
                     .map_err(|x| Error::Corrupt(format!("cannot encode a receipt: {x}")))
             })
             .collect::<Result<_>>()?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|c| Error::Queue {
-                path: self.path.clone(),
-                cause: c,
-            })?;
-        for (seq, body) in &bodies {
+        self.update(&bodies, |tx, (seq, body)| {
             tx.execute(
                 "UPDATE requests SET status = 'done', error = NULL, receipt = ?2 WHERE seq = ?1",
                 params![*seq as i64, body],
             )
-            .map_err(|c| Error::Queue {
-                path: self.path.clone(),
-                cause: c,
-            })?;
-        }
-        tx.commit().map_err(|c| self.err(c))
+        })
     }
 
     /// Marks requests `seqs` failed with `error`.
     pub fn fail(&mut self, seqs: &[u64], error: &str) -> Result<()> {
-        self.update(seqs, |tx, seq| {
+        self.update(seqs, |tx, &seq| {
             tx.execute(
                 "UPDATE requests SET status = 'failed', error = ?2 WHERE seq = ?1",
                 params![seq as i64, error],
@@ -352,7 +331,7 @@ impl Queue {
 
     /// Sends requests `seqs` back to the queue (their batch was abandoned).
     pub fn requeue(&mut self, seqs: &[u64]) -> Result<()> {
-        self.update(seqs, |tx, seq| {
+        self.update(seqs, |tx, &seq| {
             tx.execute(
                 "UPDATE requests SET status = 'queued' WHERE seq = ?1 AND status = 'running'",
                 params![seq as i64],
@@ -360,24 +339,21 @@ impl Queue {
         })
     }
 
-    fn update(
+    /// Runs `f` on each of `items` in one write transaction.
+    fn update<T>(
         &mut self,
-        seqs: &[u64],
-        f: impl Fn(&rusqlite::Transaction<'_>, u64) -> rusqlite::Result<usize>,
+        items: &[T],
+        f: impl Fn(&rusqlite::Transaction<'_>, &T) -> rusqlite::Result<usize>,
     ) -> Result<()> {
-        let path = self.path.clone();
-        let e = |cause| Error::Queue {
-            path: path.clone(),
-            cause,
-        };
+        let e = failed(&self.path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
-        for &seq in seqs {
-            f(&tx, seq).map_err(e)?;
+            .map_err(&e)?;
+        for item in items {
+            f(&tx, item).map_err(&e)?;
         }
-        tx.commit().map_err(e)
+        tx.commit().map_err(&e)
     }
 
     /// Brings the queue in line with the run's committed `receipts` after a restart: a queued
@@ -400,6 +376,14 @@ impl Queue {
         self.finish(&done)?;
         self.requeue(&back)?;
         Ok((done.len(), back.len()))
+    }
+}
+
+/// The error of the queue at `path` failing with a SQLite error.
+fn failed(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |cause| Error::Queue {
+        path: path.to_path_buf(),
+        cause,
     }
 }
 

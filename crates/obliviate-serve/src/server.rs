@@ -139,9 +139,9 @@ impl Server {
             shared: shared.clone(),
             data,
             run: config.run.clone(),
-            accept: Mutex::new(accept),
+            accept,
             reader: Mutex::new(Queue::open(&config.run)?),
-            nudge: Mutex::new(nudge),
+            nudge,
         });
         let app = router(state)
             .layer(DefaultBodyLimit::max(config.max_body_bytes))
@@ -153,13 +153,19 @@ impl Server {
         let header_timeout = config.header_timeout;
         let signal_stop = stop.clone();
         let http = std::thread::spawn(move || {
+            let flag = shared.clone();
             rt.block_on(async move {
                 if signals {
                     tokio::spawn(stop_on_signals(signal_stop));
                 }
+                // The worker abandons its batch at once, while connections drain.
+                let mut on_stop = stopped.clone();
+                tokio::spawn(async move {
+                    let _ = on_stop.wait_for(|s| *s).await;
+                    flag.stopping.store(true, Ordering::SeqCst);
+                });
                 serve_http(listener, app, header_timeout, stopped).await;
             });
-            // Stop the worker (it abandons a batch in flight) before anything else goes.
             shared.stopping.store(true, Ordering::SeqCst);
             rt.shutdown_timeout(Duration::from_secs(5));
             let worked = worker
