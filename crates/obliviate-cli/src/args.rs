@@ -94,13 +94,23 @@ impl From<OptPrecisionArg> for Precision {
     }
 }
 
-/// The compute device (and so the backend).
+/// The compute device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Device {
-    /// CPU, burn's pure-Rust flex backend.
+    /// CPU.
     Cpu,
-    /// NVIDIA GPU, burn's CUDA backend (build with `--features cuda`).
+    /// NVIDIA GPU: burn's CUDA backend (build with `--features cuda`), or libtorch's CUDA
+    /// device with `--backend tch`.
     Cuda,
+}
+
+/// The tensor library that trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// burn's pure-Rust backends (flex on CPU, CubeCL on CUDA): nothing to install.
+    Flex,
+    /// libtorch through burn-tch (build with `--features tch`; see the README for the setup).
+    Tch,
 }
 
 /// Where the dataset files are, which device to use, and how to print: every command's flags.
@@ -109,6 +119,10 @@ pub struct Env {
     /// Folder holding the canonical dataset files (or <DIR>/<dataset>/); not needed for mnist-mini.
     #[arg(long, env = "OBLIVIATE_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
+    /// Tensor library (chains are read and written alike by both; forgetting with ε = 0
+    /// equals retraining bit for bit on the backend that trained the chain).
+    #[arg(long, value_enum, default_value = "flex", global = true)]
+    pub backend: BackendArg,
     /// Compute device.
     #[arg(long, value_enum, default_value = "cpu", global = true)]
     pub device: Device,

@@ -31,3 +31,11 @@ pub type CpuBackend = burn::backend::Autodiff<burn::backend::Flex>;
 /// burn's CUDA backend, with autodiff (`--features cuda`).
 #[cfg(feature = "cuda")]
 pub type CudaBackend = burn::backend::Autodiff<burn::backend::Cuda>;
+
+/// burn's libtorch backend, with autodiff (`--features tch`; CPU or CUDA by its device).
+#[cfg(feature = "tch")]
+pub type TchBackend = burn::backend::Autodiff<burn::backend::LibTorch<f32>>;
+
+/// [`TchBackend`]'s device.
+#[cfg(feature = "tch")]
+pub use burn::backend::libtorch::LibTorchDevice as TchDevice;

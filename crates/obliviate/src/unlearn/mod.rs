@@ -386,7 +386,10 @@ fn carry_out<B: AutodiffBackend>(
         fit: last.and_then(|s| s.fit),
         stop_rule: last.map_or(StopReason::End, |s| s.stop_reason),
         segments: replayed.segments,
-        notes: replayed.notes,
+        notes: backend_note::<B>(chain)
+            .into_iter()
+            .chain(replayed.notes)
+            .collect(),
         units: UNITS,
         seconds: start.elapsed().as_secs_f64() - eval_seconds,
         eval_seconds,
@@ -452,6 +455,19 @@ fn carry_out<B: AutodiffBackend>(
     report.phases.commit = commit_start.elapsed().as_secs_f64() - eval_seconds;
     report.seconds = start.elapsed().as_secs_f64() - eval_seconds;
     Ok(report)
+}
+
+/// A note when the request retrains on another backend than the one that trained the chain:
+/// the residuals then hold the two libraries' rounding differences as well.
+fn backend_note<B: AutodiffBackend>(chain: &Chain) -> Option<String> {
+    let (trained, now) = (&chain.manifest().backend, crate::train::backend_name::<B>());
+    (*trained != now).then(|| {
+        format!(
+            "the chain was trained on {trained} and this request retrained on {now}: the \
+             residuals include the two backends' rounding differences, and forgetting with ε = 0 \
+             equals retraining bit for bit only on the backend that trained the chain"
+        )
+    })
 }
 
 /// What a receipt says about the batch that carried its request out.

@@ -10,7 +10,11 @@ use obliviate::model::ModelKind;
 use obliviate::optim::OptimConfig;
 use obliviate::train::{NoProgress, TrainSummary};
 
+#[cfg(not(feature = "tch"))]
 pub type B = obliviate::CpuBackend;
+/// With `--features tch` the engine's tests run on libtorch (CPU): `cargo test --features tch`.
+#[cfg(feature = "tch")]
+pub type B = obliviate::TchBackend;
 
 /// First 600 training and 200 test samples of the bundled mnist-mini.
 pub fn tiny_data() -> Dataset {
