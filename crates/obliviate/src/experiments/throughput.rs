@@ -94,6 +94,8 @@ impl Workload {
 pub struct ThroughputRow {
     /// The model.
     pub model: ModelKind,
+    /// The obliviate backend timed ([`Contender::name`]).
+    pub backend: String,
     /// What it was timed on.
     pub workload: Workload,
     /// Threads both sides may use.
@@ -183,12 +185,38 @@ fn peer(
     Ok((sps, v["torch"].as_str().unwrap_or("").to_string()))
 }
 
-/// Times every model in `models`, obliviate and PyTorch interleaved, `rounds` times.
-pub fn run<B: AutodiffBackend>(
+/// [`ours`] on one backend, its type erased.
+type Timer = Box<dyn Fn(ModelKind, &Workload, &Dataset) -> Result<f64>>;
+
+/// One obliviate backend to time: [`ours`] on a backend type, behind a name, so one run can
+/// interleave several backends with PyTorch.
+pub struct Contender {
+    /// Its name in the rows (`flex`, `tch`).
+    pub name: String,
+    time: Timer,
+}
+
+impl Contender {
+    /// [`ours`] on backend `B` and `device`.
+    pub fn new<B: AutodiffBackend>(name: &str, device: B::Device) -> Contender
+    where
+        B::Device: 'static,
+    {
+        Contender {
+            name: name.to_string(),
+            time: Box::new(move |kind, w, data| ours::<B>(kind, w, data, &device)),
+        }
+    }
+}
+
+/// Times every model in `models` on every contender and PyTorch, interleaved (each round runs
+/// every contender, then PyTorch), `rounds` times. Each contender's ratio is taken against the
+/// PyTorch figure of the same round.
+pub fn run(
     models: &[ModelKind],
     rounds: usize,
     python: &str,
-    device: &B::Device,
+    contenders: &[Contender],
     say: &mut Say<'_>,
 ) -> Result<Vec<ThroughputRow>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -199,29 +227,41 @@ pub fn run<B: AutodiffBackend>(
         for &kind in models {
             let w = Workload::of(kind);
             let data = w.synthetic()?;
-            let (mut mine, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            // Per contender: its samples/s and ratios; PyTorch's samples/s.
+            let mut mine = vec![(Vec::new(), Vec::new()); contenders.len()];
+            let mut theirs = Vec::new();
             let mut torch = String::new();
             for round in 0..rounds {
-                let sps = ours::<B>(kind, &w, &data, device)?;
+                let timed: Vec<f64> = contenders
+                    .iter()
+                    .map(|c| (c.time)(kind, &w, &data))
+                    .collect::<Result<_>>()?;
                 let (other, version) = peer(python, &script, kind, &w, threads)?;
                 torch = version;
-                say(&format!(
-                    "round {round}: {kind:<9} obliviate {sps:>9.1} samples/s   PyTorch {other:>9.1} samples/s   ratio {:.2}",
-                    sps / other
-                ));
-                mine.push(sps);
+                for ((c, sps), (s, r)) in contenders.iter().zip(timed).zip(&mut mine) {
+                    say(&format!(
+                        "round {round}: {kind:<9} obliviate ({}) {sps:>9.1} samples/s   PyTorch {other:>9.1} samples/s   ratio {:.2}",
+                        c.name,
+                        sps / other
+                    ));
+                    s.push(sps);
+                    r.push(sps / other);
+                }
                 theirs.push(other);
-                ratios.push(sps / other);
             }
-            rows.push(ThroughputRow {
-                model: kind,
-                workload: w,
-                threads,
-                obliviate_samples_per_s: median(mine),
-                pytorch_samples_per_s: median(theirs),
-                ratio: median(ratios),
-                torch,
-            });
+            let pytorch = median(theirs);
+            for (c, (s, r)) in contenders.iter().zip(mine) {
+                rows.push(ThroughputRow {
+                    model: kind,
+                    backend: c.name.clone(),
+                    workload: w,
+                    threads,
+                    obliviate_samples_per_s: median(s),
+                    pytorch_samples_per_s: pytorch,
+                    ratio: median(r),
+                    torch: torch.clone(),
+                });
+            }
         }
         Ok(rows)
     })();
