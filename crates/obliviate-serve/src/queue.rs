@@ -123,6 +123,22 @@ impl Queue {
         let e = failed(&path);
         let conn = Connection::open(&path).map_err(&e)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(&e)?;
+        // A file of that name that the service did not write is refused before anything is
+        // written to it (reading a file that is not SQLite fails here too).
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(&e)?;
+        let ours = conn
+            .prepare("SELECT 1 FROM pragma_table_info('requests') WHERE name = 'idempotency_key'")
+            .and_then(|mut s| s.exists([]))
+            .map_err(&e)?;
+        if tables.iter().any(|t| t != "requests") || (!tables.is_empty() && !ours) {
+            return Err(Error::Corrupt(format!(
+                "{} is not a request queue this service wrote (tables {tables:?}); move it away",
+                path.display()
+            )));
+        }
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
              CREATE TABLE IF NOT EXISTS requests (
@@ -393,4 +409,36 @@ pub fn answers(r: &Receipt, body: &Body) -> bool {
     all.sort_unstable();
     all.dedup();
     all == body.ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_foreign_file_of_the_queue_s_name_is_refused_untouched() {
+        let dir = std::env::temp_dir().join(format!("obliviate-queue-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(obliviate::chain::layout::QUEUE);
+        // Not SQLite at all.
+        std::fs::write(&path, b"my notes, not a database").unwrap();
+        assert!(Queue::open(&dir).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"my notes, not a database");
+        // Someone else's SQLite database.
+        std::fs::remove_file(&path).unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE requests (who TEXT); INSERT INTO requests VALUES ('x');")
+            .unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let e = Queue::open(&dir).err().unwrap().to_string();
+        assert!(e.contains("not a request queue this service wrote"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        // Its own file opens again.
+        std::fs::remove_file(&path).unwrap();
+        drop(Queue::open(&dir).unwrap());
+        drop(Queue::open(&dir).unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
