@@ -224,6 +224,26 @@ pub struct TrainArgs {
     /// Store the optimizer state only every K blocks (a multiple of --keyframe-every); a request replays up to K − 1 blocks to restore it (0 or 1: every block) [default: 0].
     #[arg(long)]
     pub opt_every: Option<usize>,
+    /// Compute each minibatch as N slices at once and sum their gradients in order; recorded in the chain, so the result does not depend on the machine [default: 2 for mlp-small, lenet5 and cnn with --backend flex on the CPU, else 1].
+    #[arg(long)]
+    pub micro_batches: Option<usize>,
+}
+
+/// Slices per minibatch when `--micro-batches` is not given: 2 with burn-flex on the CPU for
+/// the models whose kernels it runs on one core (mlp-small, LeNet-5, the CNN), 1 elsewhere:
+/// mlp's large products already run on both cores, libtorch's own threads and the slices
+/// oversubscribe the cores (full-MNIST LeNet-5 trained 1.5× slower with 2), GPUs parallelise
+/// each kernel, and batch norm forbids slicing. ARCHITECTURE decision 22 has the figures.
+pub fn micro_batches(env: &Env, kind: ModelKind) -> usize {
+    let one_core = matches!(
+        kind,
+        ModelKind::MlpSmall | ModelKind::Lenet5 | ModelKind::Cnn
+    );
+    if env.backend == BackendArg::Flex && env.device == Device::Cpu && one_core {
+        2
+    } else {
+        1
+    }
 }
 
 /// Keyframes every ⌈√B⌉ blocks: a request then reads about 2√B files to restore and stitch
@@ -259,15 +279,17 @@ impl TrainArgs {
             || self.compress.is_some()
             || self.keyframe_every.is_some()
             || self.opt_every.is_some()
+            || self.micro_batches.is_some()
     }
 
-    /// The model asked for, or `default`.
-    pub fn model(&self, default: ModelKind) -> ModelKind {
-        self.model.map_or(default, |m| m.0)
+    /// The model asked for (LeNet-5 by default).
+    pub fn model(&self) -> ModelKind {
+        self.model.map_or(ModelKind::Lenet5, |m| m.0)
     }
 
-    /// The configuration: `base` with every given flag applied, validated.
-    pub fn config(&self, base: TrainConfig) -> Result<TrainConfig> {
+    /// The configuration: `base` with every given flag applied, validated for the model on
+    /// `env`'s device.
+    pub fn config(&self, base: TrainConfig, env: &Env) -> Result<TrainConfig> {
         let kind = self.optimizer.map_or(base.optim.kind, |o| o.0);
         let lr = self.lr.unwrap_or(base.optim.lr);
         let mut optim = match kind {
@@ -292,8 +314,12 @@ impl TrainArgs {
                 keyframe_every: self.keyframe_every.unwrap_or(default_keyframes(blocks)),
                 opt_every: self.opt_every.unwrap_or(base.storage.opt_every),
             },
+            micro_batches: self
+                .micro_batches
+                .unwrap_or_else(|| micro_batches(env, self.model())),
         };
-        cfg.validate().context("invalid training flags")?;
+        cfg.validate_for(self.model())
+            .context("invalid training flags")?;
         Ok(cfg)
     }
 }

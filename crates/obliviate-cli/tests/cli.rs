@@ -47,11 +47,34 @@ fn train_info_eval_check_print_the_promised_json() {
     assert_eq!(i["ids"], 600);
     assert_eq!(i["blocks"], 12);
     assert_eq!(i["config"]["epochs_per_block"], 1);
+    assert_eq!(
+        i["config"]["micro_batches"], 2,
+        "mlp-small on flex trains each minibatch in two slices by default"
+    );
     assert!(i["bytes_on_disk"].as_u64().unwrap() > 100_000);
     assert_eq!(
         json(&run(bin().arg("check").arg(&r).arg("--json")))["ok"],
         true
     );
+    // Batch norm needs whole minibatches: refused before the folder exists.
+    let bn = t.0.join("bn");
+    let o = run(bin()
+        .args([
+            "train",
+            "--model",
+            "resnet18",
+            "--micro-batches",
+            "2",
+            "--out",
+        ])
+        .arg(&bn));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("batch norm"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!bn.exists());
     // Training into an existing run is refused with a clear message.
     let again = train(&r, &[]);
     assert!(!again.status.success());

@@ -66,6 +66,84 @@ fn fold_of_increments_equals_the_trained_model_exactly() {
     assert!(extract(t.model()).bit_identical(&chain.served().unwrap()));
 }
 
+/// Slicing a minibatch changes only the rounding of its gradient: one block trained whole and
+/// in 2 or 3 slices lands on the same increment within float error, and the slices are recorded.
+#[test]
+fn micro_batches_compute_the_minibatch_gradient() {
+    let data = tiny_data();
+    let ids: Vec<u64> = data.train.ids[..64].to_vec();
+    let device = Default::default();
+    let block = |micro_batches: usize| {
+        let cfg = obliviate::chain::TrainConfig {
+            micro_batches,
+            ..tiny_cfg(5)
+        };
+        let (theta0, opt0) =
+            BlockTrainer::<B>::initial(&data, ModelKind::Lenet5, &cfg, &device).unwrap();
+        let mut t =
+            BlockTrainer::<B>::new(&data, ModelKind::Lenet5, cfg, theta0, &opt0, 0, &device)
+                .unwrap();
+        t.run_block(1, &ids).unwrap().delta
+    };
+    let whole = block(1);
+    let scale = whole
+        .tensors
+        .iter()
+        .flat_map(|t| &t.data)
+        .fold(0f32, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0, "the block moved the model");
+    for slices in [2, 3] {
+        let sliced = block(slices);
+        let mut worst = 0f32;
+        for (a, b) in whole.tensors.iter().zip(&sliced.tensors) {
+            assert_eq!(a.name, b.name);
+            for (x, y) in a.data.iter().zip(&b.data) {
+                worst = worst.max((x - y).abs());
+            }
+        }
+        assert!(
+            worst <= 1e-3 * scale,
+            "{slices} slices: increment differs by {worst} (largest entry {scale})"
+        );
+    }
+
+    let dir = Tmp::new("micro");
+    train_tiny(&dir.0, &data, ModelKind::MlpSmall, tiny_cfg(5));
+    assert_eq!(
+        Chain::open(&dir.0).unwrap().manifest().config.micro_batches,
+        2
+    );
+    let mut old = manifest_sans_timing(&dir.0);
+    old["config"]
+        .as_object_mut()
+        .unwrap()
+        .remove("micro_batches");
+    let old: obliviate::chain::TrainConfig = serde_json::from_value(old["config"].clone()).unwrap();
+    assert_eq!(
+        old.micro_batches, 1,
+        "a manifest without the field trained whole minibatches"
+    );
+}
+
+#[test]
+fn batch_norm_models_refuse_micro_batches_before_writing() {
+    let data = tiny_data();
+    let dir = Tmp::new("micro-bn");
+    let run = dir.join("run");
+    let err = try_train(&run, &data, ModelKind::Resnet18, tiny_cfg(1))
+        .expect_err("resnet18 with 2 slices must be refused");
+    assert!(err.to_string().contains("batch norm"), "{err}");
+    assert!(!run.exists(), "nothing may be written");
+    let too_many = obliviate::chain::TrainConfig {
+        micro_batches: 17,
+        ..tiny_cfg(1)
+    };
+    let err = try_train(&run, &data, ModelKind::Lenet5, too_many)
+        .expect_err("more slices than samples per minibatch");
+    assert!(err.to_string().contains("micro-batches"), "{err}");
+    assert!(!run.exists());
+}
+
 #[test]
 fn a_flipped_byte_in_any_chain_file_is_detected_and_named() {
     let data = tiny_data();

@@ -86,6 +86,7 @@ fn every_model_trains_one_block_and_changes_its_weights() {
             seed: 1,
             lr_final: 1.0,
             storage: Default::default(),
+            micro_batches: if kind.has_batch_norm() { 1 } else { 2 },
         };
         let (theta, opt) = BlockTrainer::<B>::initial(&data, kind, &cfg, &device).unwrap();
         let trainable: usize = {

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use obliviate::experiments::demo;
 
-use crate::args::Env;
+use crate::args::{Env, micro_batches};
 use crate::backend::on_backend;
 use crate::output::{Bars, emit, outln, say};
 
@@ -45,7 +45,8 @@ pub fn run(a: &Demo, env: &Env) -> Result<()> {
         }
     };
     let mut bars = Bars::new(env);
-    let r = on_backend!(env, B, device => demo::run::<B>(&dir, a.requests, a.seed, &device, &mut bars, &mut say(env))?);
+    let cfg = demo::config(a.seed, micro_batches(env, demo::MODEL));
+    let r = on_backend!(env, B, device => demo::run::<B>(&dir, a.requests, cfg, &device, &mut bars, &mut say(env))?);
     emit(env, &r, || {
         outln!();
         outln!("| model | test accuracy | seconds |");

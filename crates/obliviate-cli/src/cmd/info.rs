@@ -111,9 +111,10 @@ pub fn run(a: &Info, env: &Env) -> Result<()> {
             requests
         );
         outln!(
-            "training     E={} batch={} {} lr={} (×{} by the last block) momentum={} wd={} seed={}",
+            "training     E={} batch={} (in {} slices) {} lr={} (×{} by the last block) momentum={} wd={} seed={}",
             c.epochs_per_block,
             c.batch_size,
+            c.micro_batches,
             c.optim.kind.name(),
             c.optim.lr,
             c.lr_final,

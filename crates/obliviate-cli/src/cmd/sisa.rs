@@ -7,7 +7,6 @@ use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use obliviate::baselines::sisa::{self, Sisa, SisaReport};
 use obliviate::data::Split;
-use obliviate::model::ModelKind;
 use serde::Serialize;
 
 use crate::args::{AggregateArg, Env, IdArgs, TrainArgs, default_training};
@@ -80,9 +79,9 @@ fn train(a: &Train, env: &Env) -> Result<()> {
     if a.args.blocks.is_some() {
         bail!("SISA has no blocks: give --shards and --slices");
     }
-    let mut cfg = a.args.config(default_training())?;
+    let mut cfg = a.args.config(default_training(), env)?;
     cfg.blocks = a.slices;
-    let kind = a.args.model(ModelKind::Lenet5);
+    let kind = a.args.model();
     let data = a.args.data.load(env)?;
     let mut bars = Bars::new(env);
     let r = on_backend!(env, B, device => sisa::train::<B>(&a.out, &data, kind, cfg, a.shards, &device, &mut bars)?);

@@ -6,7 +6,6 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use obliviate::chain::Chain;
 use obliviate::data::Groups;
-use obliviate::model::ModelKind;
 
 use crate::args::{Env, TrainArgs, default_training};
 use crate::backend::on_backend;
@@ -49,8 +48,8 @@ pub fn run(a: &Train, env: &Env) -> Result<()> {
         drop(chain);
         on_backend!(env, B, device => obliviate::train::resume::<B>(out, &data, &device, &mut bars)?)
     } else {
-        let cfg = a.args.config(default_training())?;
-        let kind = a.args.model(ModelKind::Lenet5);
+        let cfg = a.args.config(default_training(), env)?;
+        let kind = a.args.model();
         let data = a.args.data.load(env)?;
         let groups = match &a.groups {
             Some(path) => {

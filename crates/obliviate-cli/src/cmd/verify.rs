@@ -6,7 +6,6 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use obliviate::data::backdoor::Trigger;
 use obliviate::experiments::backdoor::{BackdoorSettings, Criteria, verify_backdoor};
-use obliviate::model::ModelKind;
 
 use crate::args::{Env, PlacementArg, StopArgs, TrainArgs};
 use crate::backend::on_backend;
@@ -55,8 +54,8 @@ pub struct Backdoor {
 /// Runs the verification; returns whether it passed.
 pub fn run(v: &Verify, env: &Env) -> Result<bool> {
     let Verify::Backdoor(b) = v;
-    let cfg = b.args.config(BackdoorSettings::default_training())?;
-    let kind = b.args.model(ModelKind::Lenet5);
+    let cfg = b.args.config(BackdoorSettings::default_training(), env)?;
+    let kind = b.args.model();
     let data = b.args.data.load(env)?;
     let mut trigger = Trigger::bottom_right(&data, b.patch, b.target)?;
     trigger.x = b.x.unwrap_or(trigger.x);

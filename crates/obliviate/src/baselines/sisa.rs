@@ -425,7 +425,7 @@ pub fn train<B: AutodiffBackend>(
             format!("{shards} shards for {} training samples", data.train.len()),
         ));
     }
-    cfg.validate()?;
+    cfg.validate_for(kind)?;
     crate::store::require_empty(dir, "a new SISA ensemble")?;
     std::fs::create_dir_all(dir.join("shards")).at(dir)?;
     let lock = FolderLock::acquire(dir)?;
@@ -684,6 +684,7 @@ mod tests {
             seed: 9,
             lr_final: 0.5,
             storage: Default::default(),
+            micro_batches: 2,
         };
         let dev = Default::default();
         train::<B>(

@@ -149,10 +149,24 @@ pub struct TrainConfig {
     /// Precisions of the stored increments and optimizer states (f32 when absent).
     #[serde(default, skip_serializing_if = "Storage::is_f32")]
     pub storage: Storage,
+    /// Each minibatch's gradient is the sum, in a fixed order, of the gradients of this many
+    /// contiguous slices of it, computed concurrently (1 when absent). Part of the chain's
+    /// truth: the slices, not the machine's cores, decide the rounding, so a chain retrains
+    /// bit for bit anywhere. ARCHITECTURE decision 22.
+    #[serde(default = "one_slice", skip_serializing_if = "is_one_slice")]
+    pub micro_batches: usize,
 }
 
 fn one() -> f64 {
     1.0
+}
+
+fn one_slice() -> usize {
+    1
+}
+
+fn is_one_slice(n: &usize) -> bool {
+    *n == 1
 }
 
 impl TrainConfig {
@@ -170,6 +184,7 @@ impl TrainConfig {
             seed: 0,
             lr_final: 0.05,
             storage: Storage::default(),
+            micro_batches: 1,
         }
     }
 
@@ -206,6 +221,33 @@ impl TrainConfig {
             return Err(invalid(
                 "training",
                 "blocks, batch size and epochs per block must be at least 1",
+            ));
+        }
+        if self.micro_batches == 0 || self.micro_batches > self.batch_size {
+            return Err(invalid(
+                "micro-batches",
+                format!(
+                    "{} (must be between 1 and the minibatch size, {})",
+                    self.micro_batches, self.batch_size
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`TrainConfig::validate`], plus what depends on the model: batch norm normalises over
+    /// the whole minibatch, so slicing it would change the model's function (and race on the
+    /// running statistics).
+    pub fn validate_for(&self, kind: ModelKind) -> crate::Result<()> {
+        self.validate()?;
+        if self.micro_batches > 1 && kind.has_batch_norm() {
+            return Err(crate::error::invalid(
+                "micro-batches",
+                format!(
+                    "{} for {} (its batch norm needs the whole minibatch: use 1)",
+                    self.micro_batches,
+                    kind.name()
+                ),
             ));
         }
         Ok(())

@@ -20,8 +20,9 @@ use crate::unlearn::{ForgetOptions, ForgetReport, forget};
 /// The demo's model.
 pub const MODEL: ModelKind = ModelKind::Lenet5;
 
-/// The demo's training: 100 blocks of 100 samples, 2 epochs each, Adam with a decaying rate.
-pub fn config(seed: u64) -> TrainConfig {
+/// The demo's training: 100 blocks of 100 samples, 2 epochs each, Adam with a decaying rate;
+/// each minibatch computed as `micro_batches` slices.
+pub fn config(seed: u64, micro_batches: usize) -> TrainConfig {
     TrainConfig {
         blocks: 100,
         epochs_per_block: 2,
@@ -30,6 +31,7 @@ pub fn config(seed: u64) -> TrainConfig {
         seed,
         lr_final: 0.1,
         storage: Default::default(),
+        micro_batches,
     }
 }
 
@@ -65,7 +67,7 @@ pub struct DemoReport {
 pub fn run<B: AutodiffBackend>(
     dir: &Path,
     requests: usize,
-    seed: u64,
+    cfg: TrainConfig,
     device: &B::Device,
     progress: &mut dyn Progress,
     say: &mut Say<'_>,
@@ -73,7 +75,6 @@ pub fn run<B: AutodiffBackend>(
     let run = dir.join("demo-run");
     let gold = dir.join("demo-retrain");
     let data = Dataset::load(DatasetName::MnistMini, None)?;
-    let cfg = config(seed);
     for p in [&run, &gold] {
         fresh_folder(p)?;
     }
@@ -88,7 +89,7 @@ pub fn run<B: AutodiffBackend>(
     let trained = train::<B>(&run, &data, MODEL, cfg, None, device, progress)?;
     let opts = ForgetOptions::default();
     let mut reports = Vec::new();
-    let mut state = mix(seed ^ 0xdead_beef);
+    let mut state = mix(cfg.seed ^ 0xdead_beef);
     say(&format!(
         "2/3 forgetting {requests} random training sample(s), one request each"
     ));

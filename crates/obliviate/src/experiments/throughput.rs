@@ -100,6 +100,8 @@ pub struct ThroughputRow {
     pub workload: Workload,
     /// Threads both sides may use.
     pub threads: usize,
+    /// Slices per minibatch on obliviate's side ([`TrainConfig::micro_batches`]).
+    pub micro_batches: usize,
     /// obliviate's training samples per second (median).
     pub obliviate_samples_per_s: f64,
     /// PyTorch's (median).
@@ -124,6 +126,7 @@ pub fn ours<B: AutodiffBackend>(
     kind: ModelKind,
     w: &Workload,
     data: &Dataset,
+    micro_batches: usize,
     device: &B::Device,
 ) -> Result<f64> {
     let cfg = TrainConfig {
@@ -134,6 +137,7 @@ pub fn ours<B: AutodiffBackend>(
         seed: 0,
         lr_final: 1.0,
         storage: Default::default(),
+        micro_batches,
     };
     let ids: Vec<u64> = (0..(w.batch * w.steps) as u64).collect();
     let (theta, opt) = BlockTrainer::<B>::initial(data, kind, &cfg, device)?;
@@ -186,25 +190,32 @@ fn peer(
 }
 
 /// [`ours`] on one backend, its type erased.
-type Timer = Box<dyn Fn(ModelKind, &Workload, &Dataset) -> Result<f64>>;
+type Timer = Box<dyn Fn(ModelKind, &Workload, &Dataset, usize) -> Result<f64>>;
 
 /// One obliviate backend to time: [`ours`] on a backend type, behind a name, so one run can
 /// interleave several backends with PyTorch.
 pub struct Contender {
     /// Its name in the rows (`flex`, `tch`).
     pub name: String,
+    /// Slices per minibatch for each model.
+    pub micro_batches: Box<dyn Fn(ModelKind) -> usize>,
     time: Timer,
 }
 
 impl Contender {
     /// [`ours`] on backend `B` and `device`.
-    pub fn new<B: AutodiffBackend>(name: &str, device: B::Device) -> Contender
+    pub fn new<B: AutodiffBackend>(
+        name: &str,
+        micro_batches: Box<dyn Fn(ModelKind) -> usize>,
+        device: B::Device,
+    ) -> Contender
     where
         B::Device: 'static,
     {
         Contender {
             name: name.to_string(),
-            time: Box::new(move |kind, w, data| ours::<B>(kind, w, data, &device)),
+            micro_batches,
+            time: Box::new(move |kind, w, data, micro| ours::<B>(kind, w, data, micro, &device)),
         }
     }
 }
@@ -234,7 +245,7 @@ pub fn run(
             for round in 0..rounds {
                 let timed: Vec<f64> = contenders
                     .iter()
-                    .map(|c| (c.time)(kind, &w, &data))
+                    .map(|c| (c.time)(kind, &w, &data, (c.micro_batches)(kind)))
                     .collect::<Result<_>>()?;
                 let (other, version) = peer(python, &script, kind, &w, threads)?;
                 torch = version;
@@ -256,6 +267,7 @@ pub fn run(
                     backend: c.name.clone(),
                     workload: w,
                     threads,
+                    micro_batches: (c.micro_batches)(kind),
                     obliviate_samples_per_s: median(s),
                     pytorch_samples_per_s: pytorch,
                     ratio: median(r),

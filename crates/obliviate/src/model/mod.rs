@@ -55,6 +55,12 @@ impl ModelKind {
         }
     }
 
+    /// Whether the model normalises over the minibatch (its output for one sample depends on
+    /// the others), which rules out computing a minibatch in slices.
+    pub fn has_batch_norm(self) -> bool {
+        self == ModelKind::Resnet18
+    }
+
     /// Parses a model name.
     pub fn parse(s: &str) -> Result<ModelKind> {
         ModelKind::ALL

@@ -9,12 +9,15 @@
 mod progress;
 mod run;
 
-use burn::module::AutodiffModule;
-use burn::nn::loss::CrossEntropyLossConfig;
+use std::marker::PhantomData;
+
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::GradientsParams;
 use burn::prelude::Backend;
-use burn::tensor::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{ElementConversion, Tensor};
+use rayon::prelude::*;
 
 pub use progress::{NoProgress, Progress};
 pub use run::{TrainSummary, block_split, resume, retrain, train};
@@ -70,7 +73,7 @@ impl<'a, B: AutodiffBackend> BlockTrainer<'a, B> {
         step: u64,
         device: &B::Device,
     ) -> Result<Self> {
-        cfg.validate()?;
+        cfg.validate_for(kind)?;
         let net = Net::<B>::new(kind, data.shape, data.classes, cfg.seed, device)?;
         let net = load_into(net, &theta, device)?;
         let mask = trainable_mask(&net);
@@ -150,9 +153,14 @@ impl<'a, B: AutodiffBackend> BlockTrainer<'a, B> {
             }
             let bs = self.cfg.batch_size;
             for (batch, batch_ids) in rows.chunks(bs).zip(order.chunks(bs)) {
-                let (x, y) = self.data.batch::<B>(Split::Train, batch, &self.device);
-                let loss = loss_fn.forward(model.forward(x), y);
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                let grads = minibatch_grads(
+                    &model,
+                    self.data,
+                    batch,
+                    &loss_fn,
+                    self.cfg.micro_batches,
+                    &self.device,
+                );
                 model = self.opt.step(model, grads);
                 after_step(batch_ids, &model)?;
             }
@@ -231,4 +239,93 @@ pub fn test_accuracy<B: AutodiffBackend>(
     let net = Net::<B>::new(kind, data.shape, data.classes, 0, device)?;
     let net = load_into(net, theta, device)?.valid();
     Ok(accuracy(&net, data, Split::Test, device))
+}
+
+/// Gradient of the mean loss over `rows`, computed as `slices` contiguous micro-batches at
+/// once on rayon's pool and summed in slice order.
+///
+/// Why: burn-flex runs these models' kernels on one core (measured: one thread trains LeNet-5
+/// as fast as two), so the minibatch's halves fill both. Each slice's loss is scaled by its
+/// share of the minibatch, so the sum is the minibatch gradient up to float rounding, and the
+/// rounding depends only on `slices`. Slices other than the first run on replicas whose
+/// parameters are fresh autodiff leaves over the same values (same `ParamId`s): a leaf shared by
+/// two graphs would merge them under one lock and serialise the backward passes.
+fn minibatch_grads<B: AutodiffBackend>(
+    model: &Net<B>,
+    data: &Dataset,
+    rows: &[usize],
+    loss_fn: &CrossEntropyLoss<B>,
+    slices: usize,
+    device: &B::Device,
+) -> GradientsParams {
+    let n = rows.len();
+    if slices <= 1 || n < 2 {
+        let (x, y) = data.batch::<B>(Split::Train, rows, device);
+        let loss = loss_fn.forward(model.forward(x), y);
+        return GradientsParams::from_grads(loss.backward(), model);
+    }
+    let parts: Vec<&[usize]> = rows.chunks(n.div_ceil(slices)).collect();
+    let grads: Vec<GradientsParams> = parts
+        .par_iter()
+        .enumerate()
+        .map(|(i, part)| {
+            let replica = if i == 0 {
+                model.clone()
+            } else {
+                model.clone().map(&mut FreshLeaves)
+            };
+            let (x, y) = data.batch::<B>(Split::Train, part, device);
+            let loss = loss_fn
+                .forward(replica.forward(x), y)
+                .mul_scalar(part.len() as f64 / n as f64);
+            GradientsParams::from_grads(loss.backward(), &replica)
+        })
+        .collect();
+    let mut grads = grads.into_iter();
+    let mut total = grads.next().unwrap_or_default();
+    for other in grads {
+        model.visit(&mut AddGrads::<B> {
+            total: &mut total,
+            other,
+            backend: PhantomData,
+        });
+    }
+    total
+}
+
+/// Detaches every parameter into a new leaf (keeping its id and whether it is trained).
+struct FreshLeaves;
+
+impl<B: AutodiffBackend> ModuleMapper<B> for FreshLeaves {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let trained = tensor.is_require_grad();
+        let tensor = tensor.detach();
+        let tensor = if trained {
+            tensor.require_grad()
+        } else {
+            tensor
+        };
+        Param::from_mapped_value(id, tensor, mapper)
+    }
+}
+
+/// Adds `other`'s gradient of each parameter to `total`'s.
+struct AddGrads<'a, B: AutodiffBackend> {
+    total: &'a mut GradientsParams,
+    other: GradientsParams,
+    backend: PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for AddGrads<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let Some(g) = self.other.remove::<B::InnerBackend, D>(param.id) else {
+            return;
+        };
+        let sum = match self.total.remove::<B::InnerBackend, D>(param.id) {
+            Some(t) => t + g,
+            None => g,
+        };
+        self.total.register::<B::InnerBackend, D>(param.id, sum);
+    }
 }

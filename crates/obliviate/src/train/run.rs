@@ -105,7 +105,7 @@ fn create_and_train<B: AutodiffBackend>(
     progress: &mut dyn Progress,
 ) -> Result<TrainSummary> {
     let start = Instant::now();
-    cfg.validate()?;
+    cfg.validate_for(kind)?;
     let (theta0, opt0) = BlockTrainer::<B>::initial(data, kind, &cfg, device)?;
     let manifest = Manifest::new(
         DatasetRecord::of(data),

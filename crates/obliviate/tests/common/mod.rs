@@ -24,7 +24,8 @@ pub fn tiny_data() -> Dataset {
         .expect("truncate")
 }
 
-/// 12 blocks of 50 samples, one epoch each, momentum SGD with a decaying rate.
+/// 12 blocks of 50 samples, one epoch each, momentum SGD with a decaying rate, each minibatch
+/// computed as two slices (the CLI's default on flex, so every engine test runs that path).
 pub fn tiny_cfg(seed: u64) -> TrainConfig {
     TrainConfig {
         blocks: 12,
@@ -34,6 +35,7 @@ pub fn tiny_cfg(seed: u64) -> TrainConfig {
         seed,
         lr_final: 0.3,
         storage: Default::default(),
+        micro_batches: 2,
     }
 }
 

@@ -34,7 +34,7 @@ struct Out<'a> {
 
 pub fn run(a: &Audit, env: &Env) -> Result<()> {
     let s = AuditSettings {
-        setup: a.bench.setup(&a.stop)?,
+        setup: a.bench.setup(&a.stop, env)?,
         fraction: a.fraction,
         criteria: Criteria::default(),
         placement: a.placement.0,

@@ -54,7 +54,7 @@ pub fn run(a: &Calibrate, env: &Env) -> Result<()> {
         segments: a.segments,
     };
     let s = CalibrateSettings {
-        setup: a.bench.setup(&stop)?,
+        setup: a.bench.setup(&stop, env)?,
         epsilons: a.epsilons.clone(),
         min_points: a.min_points.clone(),
         negligible: a.negligible,

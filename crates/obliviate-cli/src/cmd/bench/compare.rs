@@ -53,7 +53,7 @@ struct Out<'a> {
 
 pub fn run(a: &Compare, env: &Env) -> Result<()> {
     let s = CompareSettings {
-        setup: a.bench.setup(&a.stop)?,
+        setup: a.bench.setup(&a.stop, env)?,
         requests: a.requests.clone(),
         baselines: Baselines {
             shards: a.shards.clone(),

@@ -75,15 +75,15 @@ pub struct BenchArgs {
 
 impl BenchArgs {
     /// The experiment's setup: these flags with the stop flags.
-    fn setup(&self, stop: &StopArgs) -> Result<Setup> {
+    fn setup(&self, stop: &StopArgs, env: &Env) -> Result<Setup> {
         if self.train.data.dataset.is_some() {
             bail!("benchmarks take --datasets (a list), not --dataset");
         }
         Ok(Setup {
             datasets: self.datasets.iter().map(|d| d.0).collect(),
             limit: self.train.data.limit()?,
-            kind: self.train.model(obliviate::model::ModelKind::Lenet5),
-            cfg: self.train.config(default_training())?,
+            kind: self.train.model(),
+            cfg: self.train.config(default_training(), env)?,
             seeds: self.seeds,
             opts: stop.options(false)?,
             work: self.work.clone(),

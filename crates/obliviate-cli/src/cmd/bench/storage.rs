@@ -49,7 +49,7 @@ pub fn run(a: &StorageBench, env: &Env) -> Result<()> {
         bail!("--storages and --requests need at least one value each, and requests ≥ 1 id");
     }
     let s = StorageSettings {
-        setup: a.bench.setup(&a.stop)?,
+        setup: a.bench.setup(&a.stop, env)?,
         storages,
         requests: a.requests.clone(),
         late_id: !a.no_late_id,

@@ -41,7 +41,7 @@ struct Out<'a> {
 }
 
 pub fn run(a: &Unlearn, env: &Env) -> Result<()> {
-    let setup = a.bench.setup(&a.stop)?;
+    let setup = a.bench.setup(&a.stop, env)?;
     let mut modes = vec![setup.opts.segments];
     if a.compare_single && !modes.contains(&Segmentation::Single) {
         modes.push(Segmentation::Single);
