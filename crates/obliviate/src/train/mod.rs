@@ -241,8 +241,8 @@ pub fn test_accuracy<B: AutodiffBackend>(
     Ok(accuracy(&net, data, Split::Test, device))
 }
 
-/// Gradient of the mean loss over `rows`, computed as `slices` contiguous micro-batches at
-/// once on rayon's pool and summed in slice order.
+/// Gradient of the mean loss over `rows`, computed as up to `slices` contiguous micro-batches
+/// of ⌈n / slices⌉ rows at once on rayon's pool and summed in slice order.
 ///
 /// Why: burn-flex runs these models' kernels on one core (measured: one thread trains LeNet-5
 /// as fast as two), so the minibatch's halves fill both. Each slice's loss is scaled by its
