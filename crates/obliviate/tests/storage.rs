@@ -305,9 +305,9 @@ fn keyframes_change_no_model_and_let_a_request_read_less() {
     let m = p.manifest().clone();
     drop((p, k));
 
-    // Two segments (blocks 2 and 11), stitched: the keyframes at 4 and 8 are shifted, the one
-    // at 12 retrained; the keyed chain reads fewer bytes and lands on the same model up to
-    // the rounding of the shift.
+    // Two segments (blocks 2 and 11), stitched: the keyframes at 4 and 8 are shifted (the
+    // offset recorded in the shift tree, their files kept), the one at 12 retrained; the keyed
+    // chain reads fewer bytes and lands on the same model up to the rounding of the shift.
     let ids = [m.blocks[1].ids[2], m.blocks[10].ids[0]];
     let rp = forget_in(&plain.0, &data, &ids, &eager()).unwrap();
     let rk = forget_in(&keyed.0, &data, &ids, &eager()).unwrap();
@@ -331,11 +331,24 @@ fn keyframes_change_no_model_and_let_a_request_read_less() {
         "served models differ by {off}"
     );
     let generation = k.manifest().generation;
-    for b in [4, 8, 12] {
+    for (b, rewritten) in [(4, false), (8, false), (12, true)] {
         let f = &k.manifest().blocks[b - 1].theta.as_ref().unwrap().file;
-        assert!(
+        assert_eq!(
             f.ends_with(&format!(".g{generation}.safetensors")),
-            "keyframe {b} not rewritten: {f}"
+            rewritten,
+            "keyframe {b}: {f}"
+        );
+    }
+    assert!(!k.manifest().shifts.is_empty() && k.bytes().shifts > 0);
+    for b in 1..=12 {
+        let off = k
+            .theta(b)
+            .unwrap()
+            .max_abs_diff(&p.theta(b).unwrap())
+            .unwrap();
+        assert!(
+            off <= 1e-5,
+            "θ_{b} differs by {off} from the chain without keyframes"
         );
     }
     drop((p, k));
@@ -350,6 +363,65 @@ fn keyframes_change_no_model_and_let_a_request_read_less() {
     let r = forget_in(&fresh.0, &data, &ids, &exact()).unwrap();
     let g = retrain_exact(&fresh.0, &gold.0, &data);
     assert_eq!(r.model_sha256, g.model_sha256);
+}
+
+/// Requests early in chains of 12 and 24 keyframes: what a request reads beyond the blocks it
+/// retrains does not grow with the chain (eager shifting read every keyframe after the
+/// segment: 9 and 21 of them here).
+#[test]
+fn a_request_reads_a_few_keyframes_whatever_the_chains_length() {
+    let data = tiny_data();
+    for blocks in [12, 24] {
+        let run = Tmp::new("kf-length");
+        let mut cfg = keyframed(1);
+        cfg.blocks = blocks;
+        train_tiny(&run.0, &data, ModelKind::MlpSmall, cfg);
+        let m = Chain::open(&run.0).unwrap().into_manifest();
+        let unit = m.theta0.bytes;
+        let mut extra = Vec::new();
+        // The second request restarts under the first one's shifts and retrains keyframes
+        // that carry one.
+        for id in [m.blocks[1].ids[0], m.blocks[3].ids[0], m.blocks[2].ids[1]] {
+            let r = forget_in(&run.0, &data, &[id], &eager()).unwrap();
+            assert!(r.stop_block < blocks - 4, "{:?}", r.segments);
+            // Each file read is one θ-sized unit: keyframes, increments, shift nodes, model.
+            extra.push(r.bytes_read.div_ceil(unit) as usize - r.blocks_retrained);
+            Chain::open(&run.0).unwrap().verify().unwrap();
+        }
+        // Restore (keyframe + path), stitch (keyframe + old and new path), served model.
+        let bound = 3 + 2 * shifts_path_len(blocks);
+        assert!(
+            extra.iter().all(|&e| e <= bound),
+            "B = {blocks}: files read beyond the retrained blocks {extra:?}, bound {bound}"
+        );
+    }
+}
+
+fn shifts_path_len(n: usize) -> usize {
+    obliviate::chain::shifts::path(n, 0).count()
+}
+
+#[test]
+fn a_tampered_shift_node_is_named() {
+    let data = tiny_data();
+    let run = Tmp::new("shift-tamper");
+    train_tiny(&run.0, &data, ModelKind::MlpSmall, keyframed(2));
+    let m = Chain::open(&run.0).unwrap().into_manifest();
+    forget_in(&run.0, &data, &[m.blocks[1].ids[0]], &eager()).unwrap();
+    let m = Chain::open(&run.0).unwrap().into_manifest();
+    let r = m.shifts.values().next().expect("a recorded shift").clone();
+    let path = run.0.join(&r.file);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = verify_error(&run.0);
+    assert!(err.contains(&r.file), "{err}");
+    // A request names it too, and changes nothing.
+    let before = std::fs::read(run.0.join("manifest.json")).unwrap();
+    let e = forget_in(&run.0, &data, &[m.blocks[0].ids[0]], &eager()).unwrap_err();
+    assert!(e.to_string().contains(&r.file), "{e}");
+    assert_eq!(std::fs::read(run.0.join("manifest.json")).unwrap(), before);
 }
 
 #[test]

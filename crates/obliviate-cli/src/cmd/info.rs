@@ -135,13 +135,16 @@ pub fn run(a: &Info, env: &Env) -> Result<()> {
         let mb = |b: u64| b as f64 / 1e6;
         outln!(
             "bytes        {:.1} MB = {:.1} % of f32 ({:.1} MB): increments {:.1}, optimizer {:.1}, \
-             keyframes {:.1}, θ_0/o_0 {:.2}, model {:.2}, manifest {:.2}, ledger {:.2}",
+             keyframes {:.1} (+ {} shift node(s) {:.2}), θ_0/o_0 {:.2}, model {:.2}, manifest {:.2}, \
+             ledger {:.2}",
             mb(bytes.total),
             100.0 * bytes.ratio,
             mb(bytes.raw_f32),
             mb(bytes.increments),
             mb(bytes.optimizer),
             mb(bytes.keyframes),
+            m.shifts.len(),
+            mb(bytes.shifts),
             mb(bytes.initial),
             mb(bytes.model),
             mb(bytes.manifest),

@@ -8,6 +8,7 @@
 //! RUN/blocks/00001.opt.g0.safetensors      o_1
 //! RUN/blocks/00001.delta.g0.safetensors.zst  (the same, zstd-compressed: `Storage::compression`)
 //! RUN/blocks/00050.theta.g0.safetensors    θ_50, a keyframe (`Storage::keyframe_every`)
+//! RUN/blocks/shift.00003.g2.safetensors    node 3 of the keyframe shift tree (`chain::shifts`)
 //! RUN/model.g0.safetensors                 θ_0 + Σδ_i, the served model
 //! RUN/ledger.sqlite                        committed forget requests (see `ledger`)
 //! RUN/queue.sqlite                         `obliviate serve`'s request queue (its crate owns it)
@@ -50,6 +51,13 @@ pub fn keyframe(block: usize, generation: u64) -> String {
     format!("{BLOCKS}/{block:05}.theta.g{generation}.safetensors")
 }
 
+/// Node `node` of the keyframe shift tree written by generation `generation` (plain f32).
+pub fn shift(node: usize, generation: u64) -> String {
+    format!("{BLOCKS}/{SHIFT}{node:05}.g{generation}.safetensors")
+}
+
+const SHIFT: &str = "shift.";
+
 /// The served model written by generation `generation`.
 pub fn model(generation: u64) -> String {
     format!("model.g{generation}.safetensors")
@@ -60,12 +68,12 @@ pub fn model(generation: u64) -> String {
 pub struct Generated {
     /// The generation that wrote it.
     pub generation: u64,
-    /// The block of a δ, o or keyframe file; `None` for a served model.
+    /// The block of a δ, o or keyframe file; `None` for a served model or a shift node.
     pub block: Option<usize>,
 }
 
 /// Parses `rel` (relative to the run folder, `/`-separated) if it is exactly a name
-/// [`delta`], [`opt`], [`keyframe`] or [`model`] produce (δ and o with either compression), or the
+/// [`delta`], [`opt`], [`keyframe`], [`shift`] or [`model`] produce (δ and o with either compression), or the
 /// temporary sibling an atomic write of one leaves (`.NAME.tmp`). Anything else is not the
 /// engine's and is never removed.
 pub fn parse(rel: &str) -> Option<Generated> {
@@ -90,6 +98,17 @@ pub fn parse(rel: &str) -> Option<Generated> {
             generation,
             block: None,
         }),
+        BLOCKS if head.starts_with(SHIFT) => {
+            let spelled = &head[SHIFT.len()..];
+            if !spelled.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let node: usize = spelled.parse().ok()?;
+            (!compressed && format!("{node:05}") == spelled).then_some(Generated {
+                generation,
+                block: None,
+            })
+        }
         BLOCKS => {
             let (block, kind) = head.split_once('.')?;
             let kinds: &[&str] = if compressed {
@@ -134,6 +153,8 @@ mod tests {
             (opt(123456, 9, Compression::None), Some((9, Some(123456)))),
             (delta(7, 3, Compression::Zstd), Some((3, Some(7)))),
             (keyframe(50, 2), Some((2, Some(50)))),
+            (shift(3, 2), Some((2, None))),
+            (shift(123456, 1), Some((1, None))),
             (
                 "blocks/.00003.opt.g1.safetensors.zst.tmp".into(),
                 Some((1, Some(3))),
@@ -155,6 +176,10 @@ mod tests {
             "blocks/0001.delta.g0.safetensors",
             "blocks/00001.weights.g0.safetensors",
             "blocks/00050.theta.g0.safetensors.zst",
+            "blocks/shift.0003.g1.safetensors",
+            "blocks/shift.00003.g1.safetensors.zst",
+            "blocks/shift.x0003.g1.safetensors",
+            "shift.00003.g1.safetensors",
             "blocks/00001.delta.g0.safetensors.bak",
             ".x.safetensors.tmp",
             "theta0.safetensors",

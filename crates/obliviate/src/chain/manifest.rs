@@ -1,6 +1,6 @@
 //! The run manifest: what was trained, how, and which files hold the chain.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -12,8 +12,9 @@ use crate::store::{Compression, FileRef};
 
 /// Manifest format version this build writes. Format 2 added storage precisions
 /// ([`Storage`]); a format-1 manifest reads as an all-f32 chain. Format 3 added
-/// `receipts_head`; a format-2 manifest reads as a run without receipts.
-pub const FORMAT: u32 = 3;
+/// `receipts_head`; a format-2 manifest reads as a run without receipts. Format 4 added
+/// `shifts`; an older manifest reads as a run whose keyframes carry no shift.
+pub const FORMAT: u32 = 4;
 
 /// Oldest manifest format this build reads.
 pub const OLDEST_FORMAT: u32 = 1;
@@ -332,6 +333,10 @@ pub struct Manifest {
     /// receipt is as tamper-evident as the manifest itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipts_head: Option<String>,
+    /// Stored nodes of the keyframe shift tree (node index → file, see `chain::shifts`): the
+    /// stitch offsets of past requests, recorded instead of rewriting every later keyframe.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shifts: BTreeMap<usize, FileRef>,
     /// SHA-256 of this manifest serialised with an empty `checksum` (detects edits and bit rot).
     #[serde(default)]
     pub checksum: String,
@@ -384,6 +389,7 @@ impl Manifest {
             train_seconds: 0.0,
             groups,
             receipts_head: None,
+            shifts: BTreeMap::new(),
             checksum: String::new(),
         }
     }
@@ -411,29 +417,30 @@ impl Manifest {
             })
     }
 
-    /// The next generation: each retrained block takes its `files`, each keyframe after a
-    /// segment its `shifted` file, `removed` leaves every block and joins `deleted`, `model`
+    /// The next generation: each retrained block takes its `files`, each shift-tree node the
+    /// request changed its `shifts` file, `removed` leaves every block and joins `deleted`, `model`
     /// is served and `receipt` (the SHA-256 of the request's last receipt) is the latest.
     pub(crate) fn record_forget(
         &mut self,
         files: Vec<(usize, BlockFiles)>,
-        shifted: Vec<(usize, FileRef)>,
+        shifts: Vec<(usize, FileRef)>,
         removed: &BTreeSet<u64>,
         (model, test_accuracy): (FileRef, Option<f64>),
         receipt: Option<String>,
     ) -> crate::Result<()> {
         let generation = self.next_generation()?;
+        // A build that reads no receipts (or no shifts) must not rewrite this manifest without
+        // them.
+        if receipt.is_some() || !shifts.is_empty() {
+            self.format = FORMAT;
+        }
         if receipt.is_some() {
             self.receipts_head = receipt;
-            // A build that reads no receipts must not rewrite this manifest without them.
-            self.format = FORMAT;
         }
         for (block, f) in files {
             self.set_block(block, f);
         }
-        for (block, f) in shifted {
-            self.blocks[block - 1].theta = Some(f);
-        }
+        self.shifts.extend(shifts);
         for rec in &mut self.blocks {
             rec.ids.retain(|id| !removed.contains(id));
         }
@@ -464,6 +471,7 @@ impl Manifest {
             v.extend(b.opt.iter());
             v.extend(b.theta.iter());
         }
+        v.extend(self.shifts.values());
         v.extend(self.model_file.iter());
         v
     }

@@ -10,12 +10,14 @@ pub mod layout;
 pub mod ledger;
 pub mod manifest;
 pub mod receipts;
+pub mod shifts;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use manifest::{BlockFiles, BlockRecord, Manifest, Storage, TrainConfig};
+pub use shifts::Shifts;
 
 use crate::data::Dataset;
 use crate::error::{Error, IoContext, Result};
@@ -49,6 +51,8 @@ pub struct Bytes {
     pub optimizer: u64,
     /// The keyframes θ_i.
     pub keyframes: u64,
+    /// The keyframe shift tree's nodes (stitch offsets of past requests).
+    pub shifts: u64,
     /// θ_0 and o_0.
     pub initial: u64,
     /// The served model.
@@ -217,6 +221,16 @@ impl Chain {
                 }
             }
         }
+        let nodes = shifts::nodes(shifts::keyframe_count(
+            m.config.storage.keyframe_every,
+            m.blocks.len(),
+        ));
+        if let Some(node) = m.shifts.keys().find(|&&p| p == 0 || p >= nodes) {
+            return Err(chain_err(
+                &self.dir,
+                format!("keyframe shift node {node} lies outside the tree's 1..{nodes}"),
+            ));
+        }
         let done = m.completed();
         if m.blocks[done..].iter().any(|b| b.delta.is_some()) {
             return Err(chain_err(
@@ -336,7 +350,7 @@ impl Chain {
     }
 
     /// Writes the keyframe θ_block (f32) as a file of generation `generation` (not yet
-    /// referenced): on keyframe blocks, and where a forget shifts one.
+    /// referenced), on keyframe blocks.
     pub fn write_keyframe(
         &self,
         block: usize,
@@ -350,6 +364,21 @@ impl Chain {
             &FileMeta {
                 kind: "theta".into(),
                 block: block as u64,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Writes node `node` of the keyframe shift tree (f32) as a file of generation `generation`
+    /// (not yet referenced).
+    pub fn write_shift(&self, node: usize, generation: u64, value: &ParamSet) -> Result<FileRef> {
+        write_tensors(
+            &self.dir,
+            &layout::shift(node, generation),
+            value,
+            &FileMeta {
+                kind: "shift".into(),
+                block: node as u64,
                 ..Default::default()
             },
         )
@@ -393,20 +422,20 @@ impl Chain {
     }
 
     /// Commits a forget request as generation g + 1: the retrained blocks take their `files`
-    /// and the keyframes after a segment their `shifted` ones (written under g + 1), `removed`
+    /// and the shift tree's changed nodes their `shifts` (written under g + 1), `removed`
     /// leaves every block and joins the forgotten ids, `model` (with its test accuracy)
     /// becomes the served model and `receipt` the latest receipt's SHA-256. Then removes what
     /// only generation g referenced.
     pub fn commit_forget(
         &mut self,
         files: Vec<(usize, BlockFiles)>,
-        shifted: Vec<(usize, FileRef)>,
+        shifts: Vec<(usize, FileRef)>,
         removed: &BTreeSet<u64>,
         model: (FileRef, Option<f64>),
         receipt: Option<String>,
     ) -> Result<()> {
         self.manifest
-            .record_forget(files, shifted, removed, model, receipt)?;
+            .record_forget(files, shifts, removed, model, receipt)?;
         self.commit()?;
         self.collect_garbage()
     }
@@ -418,14 +447,19 @@ impl Chain {
         self.collect_garbage()
     }
 
-    /// θ_k: its latest keyframe (θ_0 when none) plus the increments after it, folded left to
-    /// right in f32 (the definition of the chain). Without keyframes, θ_0 + δ_1 + … + δ_k.
+    /// θ_k: its latest keyframe (θ_0 when none) with the keyframe's shift, plus the increments
+    /// after it, folded left to right in f32 (the definition of the chain). Without keyframes,
+    /// θ_0 + δ_1 + … + δ_k.
     pub fn theta(&self, k: usize) -> Result<ParamSet> {
-        let (from, r) = self
-            .manifest
-            .keyframe_at_or_before(k)
-            .unwrap_or((0, &self.manifest.theta0));
-        let (mut theta, _) = self.read_set(r)?;
+        self.theta_in(k, &mut Shifts::new(self))
+    }
+
+    /// [`Chain::theta`], reading the shift tree through `shifts` (by the committed chain).
+    pub fn theta_in(&self, k: usize, shifts: &mut Shifts) -> Result<ParamSet> {
+        let (from, mut theta) = match self.manifest.keyframe_at_or_before(k) {
+            Some((from, _)) => (from, shifts.theta_at(from, false)?),
+            None => (0, self.read_set(&self.manifest.theta0)?.0),
+        };
         self.fold_into(&mut theta, from + 1, k)?;
         Ok(theta)
     }
@@ -508,13 +542,14 @@ impl Chain {
         Ok(self.read_set(r)?.0)
     }
 
-    /// Largest difference between a keyframe and the fold that leads to it, relative to the
-    /// keyframe's largest value, that [`Chain::verify`] accepts. A forget shifts later
-    /// keyframes by its stitch offset instead of refolding them, which differs from the fold
-    /// by rounding (a few ulps per block); a wrong keyframe differs by far more.
+    /// Largest difference between a keyframe (with its shift) and the fold that leads to it,
+    /// relative to the keyframe's largest value, that [`Chain::verify`] accepts. A forget
+    /// shifts later keyframes by its stitch offset instead of refolding them, which differs
+    /// from the fold by rounding (a few ulps per block); a wrong keyframe differs by far more.
     pub const KEYFRAME_TOLERANCE: f32 = 1e-4;
 
-    /// Checks every file's hash, that each keyframe matches the fold that leads to it (within
+    /// Checks every file's hash, that each keyframe with its shift matches the fold that leads
+    /// to it (within
     /// [`Chain::KEYFRAME_TOLERANCE`]), and that the chain's definition of θ_B equals the served
     /// model bit for bit.
     pub fn verify(&self) -> Result<()> {
@@ -522,12 +557,13 @@ impl Chain {
         // Each file is read once: θ_0, then block by block its increment and keyframe, so
         // `check` stays I/O-bound at one pass.
         let (mut theta, _) = self.read_set(&m.theta0)?;
+        let mut shifts = Shifts::new(self);
         for b in &m.blocks[..m.completed()] {
             if let Some(r) = &b.delta {
                 theta.add_assign(&self.read_set(r)?.0)?;
             }
             if let Some(r) = &b.theta {
-                let (key, _) = self.read_set(r)?;
+                let key = shifts.theta_at(b.index, false)?;
                 let scale = key.norms_max().max(1.0);
                 let off = theta.max_abs_diff(&key)?;
                 if off > Self::KEYFRAME_TOLERANCE * scale {
@@ -544,9 +580,11 @@ impl Chain {
                 theta = key;
             }
         }
+        // Optimizer states, and shift nodes no keyframe's path reaches (none in a sound chain).
         for r in [&m.opt0]
             .into_iter()
             .chain(m.blocks.iter().filter_map(|b| b.opt.as_ref()))
+            .chain(m.shifts.values())
         {
             self.read_set(r)?;
         }
@@ -592,6 +630,7 @@ impl Chain {
                 .filter_map(|b| b.theta.as_ref())
                 .map(|r| r.bytes)
                 .sum(),
+            shifts: m.shifts.values().map(|r| r.bytes).sum(),
             initial: m.theta0.bytes + m.opt0.bytes,
             model: m.model_file.as_ref().map_or(0, |r| r.bytes),
             manifest: size(layout::MANIFEST),
@@ -599,7 +638,7 @@ impl Chain {
             ..Bytes::default()
         };
         let fixed = b.initial + b.model + b.manifest + b.ledger;
-        b.total = fixed + b.increments + b.optimizer + b.keyframes;
+        b.total = fixed + b.increments + b.optimizer + b.keyframes + b.shifts;
         // The baseline is the layout before compact chains: f32 increments and optimizer
         // states after every trained block, no keyframes. An f32 increment holds θ_0's
         // tensors, an f32 optimizer state o_0's: the same file sizes up to a few header bytes.

@@ -107,6 +107,18 @@ impl<'a, B: AutodiffBackend> BlockTrainer<'a, B> {
         &self.theta
     }
 
+    /// Sets θ (and the model) to `theta`: a forget sets the live model to a retrained
+    /// keyframe's definition in the chain (its file plus its recorded shift).
+    pub fn set_theta(&mut self, theta: ParamSet) -> Result<()> {
+        let model = self
+            .model
+            .take()
+            .unwrap_or_else(|| unreachable!("model present between blocks"));
+        self.model = Some(load_into(model, &theta, &self.device)?);
+        self.theta = theta;
+        Ok(())
+    }
+
     /// The optimizer state and step count after the last block trained (as stored: Q(o)).
     pub fn opt_state(&self) -> (ParamSet, u64) {
         (self.opt.to_state(), self.opt.step)

@@ -21,7 +21,7 @@ pub use stop::{NEGLIGIBLE, Series, StopDecision, StopRule, decide};
 use crate::chain::ledger::{Ledger, Request};
 pub use crate::chain::ledger::{PowerLaw, Segment, StopReason};
 use crate::chain::receipts::{GENESIS, Receipt};
-use crate::chain::{BlockFiles, Chain};
+use crate::chain::{BlockFiles, Chain, Shifts};
 use crate::data::Dataset;
 use crate::error::{Error, Result, invalid};
 use crate::params::ParamSet;
@@ -447,7 +447,7 @@ fn carry_out<B: AutodiffBackend>(
     )?;
     chain.commit_forget(
         replayed.files,
-        replayed.shifted,
+        replayed.shifts,
         &plan.removed,
         (model, acc),
         head,
@@ -681,9 +681,9 @@ pub struct Replay {
     /// Blocks (without removed ids) trained again to rebuild the optimizer state a segment
     /// starts from, when the chain stores states every few blocks; not written.
     pub replayed: usize,
-    /// Keyframes after a segment, shifted by its stitch offset (written under the next
-    /// generation).
-    pub shifted: Vec<(usize, FileRef)>,
+    /// Nodes of the keyframe shift tree the request changed: the stitch offsets of its gaps
+    /// (written under the next generation).
+    pub shifts: Vec<(usize, FileRef)>,
     /// The unlearned model: the last segment's θ'_s + Σ_{i>s} δ_i.
     pub model: ParamSet,
     /// Restore, retrain and stitch seconds (open and commit are left at 0).
@@ -718,7 +718,8 @@ pub fn replay<B: AutodiffBackend>(
     let t0 = Instant::now();
     // Restore θ_{d−1} (the chain's definition) and o_{d−1} (stored, or replayed from the latest
     // stored state when the chain stores states every few blocks).
-    let theta = chain.theta(d - 1)?;
+    let mut shifts = Shifts::new(chain);
+    let theta = chain.theta_in(d - 1, &mut shifts)?;
     // The committed chain's θ (its own definition), advanced alongside from the same reads: it
     // must end at the served model, or the request would build on (and launder) a corrupt
     // chain.
@@ -727,7 +728,7 @@ pub fn replay<B: AutodiffBackend>(
     // θ_a is read only when there is something to replay (every state stored: a = d − 1).
     let theta_a = match a == d - 1 {
         true => theta.clone(),
-        false => chain.theta(a)?,
+        false => chain.theta_in(a, &mut shifts)?,
     };
     let (opt, step) = replay_state::<B>(chain, data, theta_a, a, d - 1, device)?;
     let mut replayed = d - 1 - a;
@@ -737,7 +738,6 @@ pub fn replay<B: AutodiffBackend>(
     let mut stitch = 0.0;
     let scale = trainer.theta().numel() as f64;
     let mut residuals = Vec::new();
-    let mut shifted = Vec::new();
     let mut segments = Vec::new();
     let mut notes = Vec::new();
     // The open segment: its first block, last affected block, residuals and the sizes of the
@@ -765,9 +765,9 @@ pub fn replay<B: AutodiffBackend>(
             .ok_or_else(|| invalid("run", format!("block {k} is not trained")))?;
         let (old, _) = chain.read_set(old_ref)?;
         original.add_assign(&old)?;
-        if let Some(key) = &rec.theta {
-            // The committed chain defines θ_k by its keyframe.
-            original = chain.read_set(key)?.0;
+        if rec.theta.is_some() {
+            // The committed chain defines θ_k by its keyframe and its shift.
+            original = shifts.theta_at(k, false)?;
         }
         norms.push(old.norms().l1);
         let n = old.distance(&out.delta)?;
@@ -780,10 +780,24 @@ pub fn replay<B: AutodiffBackend>(
         residuals.push((n.l1, n.l2));
         series.push(n.l1);
         let stored = (&out.stored_delta, &out.stored_opt, out.step);
-        files.push((
-            k,
-            chain.write_block(k, generation, stored, trainer.theta())?,
-        ));
+        // A retrained keyframe under a recorded shift S is stored as θ' − S and the live model
+        // set to the chain's definition (θ' − S) + S, so what the chain defines is what the
+        // segment trains on (the two differ by rounding only).
+        let key = match rec.theta.is_some() {
+            true => shifts.pending(k)?,
+            false => None,
+        };
+        let written = match key {
+            Some(s) => {
+                let key = trainer.theta().sub(&s)?;
+                let mut live = key.clone();
+                live.add_assign(&s)?;
+                trainer.set_theta(live)?;
+                chain.write_block(k, generation, stored, &key)?
+            }
+            None => chain.write_block(k, generation, stored, trainer.theta())?,
+        };
+        files.push((k, written));
         progress.set((k - d + 1) as u64);
         if progress.cancelled() {
             return Err(Error::Cancelled);
@@ -844,22 +858,14 @@ pub fn replay<B: AutodiffBackend>(
             let a = m.opt_anchor(dn - 1);
             let theta_a = stitch_gap(
                 chain,
-                generation,
+                &mut shifts,
                 trainer.theta(),
                 &mut original,
                 (k + 1, a),
-                &mut shifted,
             )?;
             // The committed chain's θ_a, which the replay starts from.
             let committed_a = original.clone();
-            let theta = stitch_gap(
-                chain,
-                generation,
-                &theta_a,
-                &mut original,
-                (a + 1, dn - 1),
-                &mut shifted,
-            )?;
+            let theta = stitch_gap(chain, &mut shifts, &theta_a, &mut original, (a + 1, dn - 1))?;
             stitch += t.elapsed().as_secs_f64();
             let t = Instant::now();
             // Replayed from the committed chain's θ_a, not the stitched one: that rebuilds the
@@ -880,11 +886,10 @@ pub fn replay<B: AutodiffBackend>(
     let t = Instant::now();
     let model = stitch_gap(
         chain,
-        generation,
+        &mut shifts,
         trainer.theta(),
         &mut original,
         (k + 1, total),
-        &mut shifted,
     )?;
     if !original.bit_identical(&chain.served()?) {
         return Err(Error::Chain {
@@ -895,6 +900,7 @@ pub fn replay<B: AutodiffBackend>(
         });
     }
     model.check_finite("the unlearned model")?;
+    let shifts = shifts.write(generation)?;
     stitch += t.elapsed().as_secs_f64();
     Ok(Replay {
         segments,
@@ -902,7 +908,7 @@ pub fn replay<B: AutodiffBackend>(
         residuals,
         files,
         replayed,
-        shifted,
+        shifts,
         model,
         phases: Phases {
             restore,
@@ -938,40 +944,31 @@ fn replay_state<B: AutodiffBackend>(
 }
 
 /// The new chain's θ at block `to`, stitched from the retrained θ'_{from−1}: the stored
-/// increments of blocks `from..=to` are kept, and each keyframe among them is shifted by the
-/// stitch offset θ' − θ (written under `generation`, recorded in `shifted`) instead of being
-/// refolded from the increments before it, so a gap costs its keyframes and the increments
-/// after the last one, not every increment. `original` holds the committed chain's θ_{from−1}
-/// and is advanced to its θ_to, by the committed chain's own definition.
+/// increments of blocks `from..=to` are kept, and the keyframes among them are shifted by the
+/// stitch offset θ' − θ, recorded in the shift tree (`chain::shifts`) rather than written into
+/// each of them, so a gap reads its last keyframe, the tree's path above it and the increments
+/// after it, not every keyframe. `original` holds the committed chain's θ_{from−1} and is
+/// advanced to its θ_to, by the committed chain's own definition.
 fn stitch_gap(
     chain: &Chain,
-    generation: u64,
+    shifts: &mut Shifts,
     retrained: &ParamSet,
     original: &mut ParamSet,
     (from, to): (usize, usize),
-    shifted: &mut Vec<(usize, FileRef)>,
 ) -> Result<ParamSet> {
     let blocks = &chain.manifest().blocks;
-    let keys: Vec<(usize, &FileRef)> = (from..=to)
-        .filter_map(|i| blocks[i - 1].theta.as_ref().map(|r| (i, r)))
-        .collect();
-    let Some(&(last, _)) = keys.last() else {
+    let mut keys = (from..=to).filter(|&i| blocks[i - 1].theta.is_some());
+    let (Some(first), last) = (keys.next(), keys.next_back()) else {
         let mut theta = retrained.clone();
         chain.fold_into_all(&mut [&mut theta, original], from, to)?;
         return Ok(theta);
     };
-    let offset = retrained.sub(original)?;
-    let mut theta = ParamSet::default();
-    for &(j, r) in &keys {
-        let (key, _) = chain.read_set(r)?;
-        let mut moved = key.clone();
-        moved.add_assign(&offset)?;
-        moved.check_finite(&format!("keyframe {j} shifted by the stitch offset"))?;
-        shifted.push((j, chain.write_keyframe(j, generation, &moved)?));
-        if j == last {
-            (*original, theta) = (key, moved);
-        }
-    }
+    let last = last.unwrap_or(first);
+    shifts.add(first, last, &retrained.sub(original)?)?;
+    let key = shifts.keyframe(last)?;
+    *original = shifts.shifted(key.clone(), last, false)?;
+    let mut theta = shifts.shifted(key, last, true)?;
+    theta.check_finite(&format!("keyframe {last} shifted by the stitch offset"))?;
     chain.fold_into_all(&mut [&mut theta, original], last + 1, to)?;
     Ok(theta)
 }
