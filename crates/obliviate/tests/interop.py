@@ -3,7 +3,9 @@
 Decodes every increment at its storage precision (f32, bf16, f16, q8; zstd-compressed or not), folds theta0 + the
 increments in float32 in block order, and prints one JSON object: per-tensor SHA-256 of the
 decoded float32 values of the first increment and optimizer state, whether the fold equals the
-served model bit for bit, and (f32 files) whether safetensors.numpy reads the same values.
+served model bit for bit, whether the latest keyframe with its shift (the sum of the shift-tree
+nodes on its path) plus the increments after it does (chains with keyframes), and (f32 files)
+whether safetensors.numpy reads the same values.
 """
 import hashlib
 import json
@@ -48,6 +50,37 @@ def read_chain_file(path):
     return out
 
 
+def add(a, b):
+    return {n: (a[n] + b[n]).astype(np.float32) for n in a}
+
+
+def theta_by_keyframe(run, manifest):
+    """theta_B as the README defines it: latest keyframe + its shift + the increments after it."""
+    blocks = manifest["blocks"]
+    keyed = [b for b in blocks if b.get("theta")]
+    if not keyed:
+        return None
+    every = manifest["config"]["storage"]["keyframe_every"]
+    last = keyed[-1]
+    theta = read_chain_file(f"{run}/{last['theta']['file']}")
+    shifts = manifest.get("shifts", {})
+    node, shift = len(blocks) // every + last["index"] // every - 1, None
+    while node >= 1:  # leaf first, then each parent up to the root
+        if str(node) in shifts:
+            s = read_chain_file(f"{run}/{shifts[str(node)]['file']}")
+            shift = s if shift is None else add(shift, s)
+        node //= 2
+    if shift is not None:
+        theta = add(theta, shift)
+    for block in blocks[last["index"] :]:
+        theta = add(theta, read_chain_file(f"{run}/{block['delta']['file']}"))
+    return theta
+
+
+def bit_equal(a, b):
+    return all(a[n].dtype == np.float32 and np.array_equal(a[n].view(np.uint32), b[n].view(np.uint32)) for n in b)
+
+
 def digests(tensors):
     return {n: hashlib.sha256(v.astype("<f4").tobytes()).hexdigest() for n, v in tensors.items()}
 
@@ -61,10 +94,7 @@ for block in manifest["blocks"]:
     for name in theta:
         theta[name] = (theta[name] + delta[name]).astype(np.float32)
 model = read_chain_file(f"{run}/{manifest['model_file']['file']}")
-exact = all(
-    theta[n].dtype == np.float32 and np.array_equal(theta[n].view(np.uint32), model[n].view(np.uint32))
-    for n in model
-)
+exact = bit_equal(theta, model)
 result = {
     "delta1": digests(read_chain_file(f"{run}/{first['delta']['file']}")),
     "opt1": digests(read_chain_file(f"{run}/{first['opt']['file']}")),
@@ -73,6 +103,9 @@ result = {
     },
     "fold_equals_model": exact,
 }
+keyed = theta_by_keyframe(run, manifest)
+if keyed is not None:
+    result["keyframe_fold_equals_model"] = bit_equal(keyed, model)
 storage = manifest["config"].get("storage", {"delta": "f32"})
 if storage["delta"] == "f32":
     from safetensors.numpy import load_file

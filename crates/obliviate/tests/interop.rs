@@ -86,3 +86,24 @@ fn python_decodes_every_precision_to_the_engines_numbers() {
         }
     }
 }
+
+/// The README's definition of θ at a keyframe (its file plus the shift-tree nodes on its path,
+/// leaf first) and of θ_B, computed by numpy after a forget recorded shifts, is the served model.
+#[test]
+fn python_folds_keyframes_with_their_shifts_to_the_served_model() {
+    let data = tiny_data();
+    let run = Tmp::new("interop-shifts");
+    let mut cfg = tiny_cfg(12);
+    cfg.storage.keyframe_every = 2;
+    train_tiny(&run.0, &data, ModelKind::MlpSmall, cfg);
+    let id = Chain::open(&run.0).unwrap().manifest().blocks[1].ids[0];
+    let r = forget_in(&run.0, &data, &[id], &eager()).unwrap();
+    assert!(r.stop_block < 10, "{:?}", r.segments);
+    assert!(!Chain::open(&run.0).unwrap().manifest().shifts.is_empty());
+    let v = python_json(
+        "interop.py",
+        &run.0,
+        "install with `python3 -m pip install safetensors numpy zstandard`",
+    );
+    assert_eq!(v["keyframe_fold_equals_model"], true, "{v}");
+}

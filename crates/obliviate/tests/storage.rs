@@ -422,6 +422,12 @@ fn a_tampered_shift_node_is_named() {
     let e = forget_in(&run.0, &data, &[m.blocks[0].ids[0]], &eager()).unwrap_err();
     assert!(e.to_string().contains(&r.file), "{e}");
     assert_eq!(std::fs::read(run.0.join("manifest.json")).unwrap(), before);
+    // A node outside the tree of 6 keyframes (nodes 1..12) is refused when the run opens.
+    let mut forged = m.clone();
+    forged.shifts.insert(12, r.clone());
+    reseal(&run.0, &forged);
+    let e = Chain::open(&run.0).unwrap_err().to_string();
+    assert!(e.contains("shift node 12") && e.contains("1..12"), "{e}");
 }
 
 #[test]
