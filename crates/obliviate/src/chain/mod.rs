@@ -357,45 +357,29 @@ impl Chain {
         generation: u64,
         theta: &ParamSet,
     ) -> Result<FileRef> {
-        write_tensors(
-            &self.dir,
-            &layout::keyframe(block, generation),
-            theta,
-            &FileMeta {
-                kind: "theta".into(),
-                block: block as u64,
-                ..Default::default()
-            },
-        )
+        self.write_f32(&layout::keyframe(block, generation), "theta", block, theta)
     }
 
     /// Writes node `node` of the keyframe shift tree (f32) as a file of generation `generation`
     /// (not yet referenced).
     pub fn write_shift(&self, node: usize, generation: u64, value: &ParamSet) -> Result<FileRef> {
-        write_tensors(
-            &self.dir,
-            &layout::shift(node, generation),
-            value,
-            &FileMeta {
-                kind: "shift".into(),
-                block: node as u64,
-                ..Default::default()
-            },
-        )
+        self.write_f32(&layout::shift(node, generation), "shift", node, value)
     }
 
     /// Writes the served model θ as a file of generation `generation` (not yet referenced).
     pub fn write_model(&self, generation: u64, theta: &ParamSet) -> Result<FileRef> {
-        write_tensors(
-            &self.dir,
-            &layout::model(generation),
-            theta,
-            &FileMeta {
-                kind: "model".into(),
-                block: self.manifest.blocks.len() as u64,
-                ..Default::default()
-            },
-        )
+        let blocks = self.manifest.blocks.len();
+        self.write_f32(&layout::model(generation), "model", blocks, theta)
+    }
+
+    /// Writes `set` in plain f32 as `name`, its metadata naming `kind` and `index`.
+    fn write_f32(&self, name: &str, kind: &str, index: usize, set: &ParamSet) -> Result<FileRef> {
+        let meta = FileMeta {
+            kind: kind.into(),
+            block: index as u64,
+            ..Default::default()
+        };
+        write_tensors(&self.dir, name, set, &meta)
     }
 
     /// Records block `block`'s files in the in-memory manifest (training; see [`Chain::commit`]).
