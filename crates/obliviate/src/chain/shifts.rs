@@ -109,13 +109,8 @@ impl<'c> Shifts<'c> {
         Ok(acc)
     }
 
-    /// The shift of the keyframe at `block` by the committed chain (`None`: no stored node
-    /// lies on its path, the keyframe is θ itself).
-    pub fn committed(&mut self, block: usize) -> Result<Option<ParamSet>> {
-        self.sum(block, false)
-    }
-
-    /// The shift of the keyframe at `block` by the chain this request builds.
+    /// The shift of the keyframe at `block` by the chain this request builds (`None`: no
+    /// node lies on its path, the keyframe is θ itself).
     pub fn pending(&mut self, block: usize) -> Result<Option<ParamSet>> {
         self.sum(block, true)
     }
