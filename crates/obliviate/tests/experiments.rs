@@ -104,7 +104,24 @@ fn unlearn_protocol_with_exact_forgetting_matches_the_retrained_accuracy() {
     let r = &results[0];
     // Per seed: 2 sizes × 2 modes of random ids, and one user grouped and spread.
     assert_eq!(r.rows.len(), 2 * (4 + 2));
-    assert_eq!(r.sequence.len(), 2);
+    // Successive requests on seed 0: two users, then two of each random size.
+    let kinds: Vec<(Kind, usize)> = r.sequence.iter().map(|v| (v.kind, v.ids)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (Kind::User, 50),
+            (Kind::User, 50),
+            (Kind::Random, 1),
+            (Kind::Random, 1),
+            (Kind::Random, 4),
+            (Kind::Random, 4)
+        ]
+    );
+    assert!(
+        r.sequence
+            .iter()
+            .all(|v| v.blocks_retrained > 0 && v.accuracy.is_finite())
+    );
     assert_eq!(r.placement.len(), 2);
     for row in &r.rows {
         // ε = 0: every mode and placement is a retrain.

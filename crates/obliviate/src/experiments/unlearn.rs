@@ -1,6 +1,6 @@
 //! `bench unlearn`: DeepObliviate against retraining from scratch, on the requests people make:
 //! random ids (1, 10, 100) forgotten in segments and as one span, and whole users (synthetic,
-//! seeded) placed together or spread; plus successive single-id requests (drift).
+//! seeded) placed together or spread; plus successive requests of each kind (drift).
 
 use std::path::Path;
 
@@ -30,7 +30,8 @@ pub struct UnlearnSettings {
     /// Samples per synthetic user (0: no user requests). Users partition the training set
     /// (seeded); one user per seed is forgotten, placed together and spread.
     pub user_size: usize,
-    /// Successive single-id requests on seed 0 (0 = none).
+    /// Successive requests of each kind on seed 0 (0 = none): of every size in `requests`
+    /// on the random placement, and of whole users on the grouped one.
     pub sequence: usize,
 }
 
@@ -96,11 +97,13 @@ pub struct UnlearnRow {
     pub stop_rule: StopReason,
 }
 
-/// One of the successive single-id requests.
+/// One of the successive requests of a kind.
 #[derive(Debug, Clone, Serialize)]
 pub struct SequenceStep {
-    /// The id forgotten.
-    pub id: u64,
+    /// Random ids or a user.
+    pub kind: Kind,
+    /// Ids in the request.
+    pub ids: usize,
     /// Seconds of the request.
     pub seconds: f64,
     /// Test accuracy afterwards.
@@ -127,7 +130,7 @@ pub struct UnlearnResult {
     pub dataset: DatasetName,
     /// Every (seed, request).
     pub rows: Vec<UnlearnRow>,
-    /// The successive requests on seed 0.
+    /// The successive requests on seed 0, kind after kind.
     pub sequence: Vec<SequenceStep>,
     /// What keeping users together costs, per seed.
     pub placement: Vec<PlacementCost>,
@@ -341,6 +344,49 @@ fn base<B: AutodiffBackend>(
     })
 }
 
+/// Forgets `requests` one after the other on a copy of `base` (each building on the last),
+/// recording what each cost and left.
+fn successive<B: AutodiffBackend>(
+    base: &Base,
+    requests: &[Vec<u64>],
+    kind: Kind,
+    judge: &Judge<'_, B>,
+    opts: &ForgetOptions,
+    work: &Path,
+) -> Result<Vec<SequenceStep>> {
+    let run = work.join("sequence");
+    fresh_folder(&run)?;
+    let mut chain = base.chain.copy_to(&run)?;
+    let mut steps = Vec::with_capacity(requests.len());
+    for ids in requests {
+        let r = forget::<B>(
+            &mut chain,
+            judge.data,
+            ids,
+            opts,
+            judge.device,
+            &mut NoProgress,
+        )?;
+        steps.push(SequenceStep {
+            kind,
+            ids: ids.len(),
+            seconds: r.seconds,
+            accuracy: r.test_accuracy.unwrap_or(f64::NAN),
+            blocks_retrained: r.blocks_retrained,
+        });
+    }
+    drop(chain);
+    fresh_folder(&run)?;
+    Ok(steps)
+}
+
+/// `count` disjoint requests of `size` random training ids, seeded.
+fn disjoint_requests(data: &Dataset, size: usize, count: usize) -> Vec<Vec<u64>> {
+    let mut pool = pick_ids(data, size * count, 99);
+    shuffle(&mut pool, mix(0x05e9_0e4c ^ size as u64));
+    pool.chunks(size.max(1)).map(<[u64]>::to_vec).collect()
+}
+
 fn line(r: &UnlearnRow) -> String {
     format!(
         "  {:?} {:>4} id(s) {} {}: {} segment(s), {} of the blocks retrained ({} affected), forget {:.2} s, retrain {:.1} s, {:.1}×, acc {:.2} / {:.2} %, loss {:.3} / {:.3} (floor {:.3})",
@@ -441,25 +487,38 @@ pub fn run<B: AutodiffBackend>(
                     say(&line(&r));
                     rows.push(r);
                 }
+                if seed == 0 && settings.sequence > 0 {
+                    let mut order = names.clone();
+                    shuffle(&mut order, mix(0x05e9_05e2));
+                    let requests: Vec<Vec<u64>> = order
+                        .iter()
+                        .take(settings.sequence)
+                        .map(|u| users.members[*u].clone())
+                        .collect();
+                    sequence.extend(successive::<B>(
+                        &grouped,
+                        &requests,
+                        Kind::User,
+                        &judge,
+                        &s.opts,
+                        &work,
+                    )?);
+                }
                 drop(grouped);
                 fresh_folder(&work.join("grouped"))?;
             }
             if seed == 0 && settings.sequence > 0 {
-                let run = work.join("sequence");
-                fresh_folder(&run)?;
-                let mut chain = random.chain.copy_to(&run)?;
-                for id in pick_ids(&data, settings.sequence, 99) {
-                    let r =
-                        forget::<B>(&mut chain, &data, &[id], &s.opts, device, &mut NoProgress)?;
-                    sequence.push(SequenceStep {
-                        id,
-                        seconds: r.seconds,
-                        accuracy: r.test_accuracy.unwrap_or(f64::NAN),
-                        blocks_retrained: r.blocks_retrained,
-                    });
+                for &n in &settings.requests {
+                    let requests = disjoint_requests(&data, n, settings.sequence);
+                    sequence.extend(successive::<B>(
+                        &random,
+                        &requests,
+                        Kind::Random,
+                        &judge,
+                        &s.opts,
+                        &work,
+                    )?);
                 }
-                drop(chain);
-                fresh_folder(&run)?;
             }
             drop(random);
             fresh_folder(&work.join("base"))?;

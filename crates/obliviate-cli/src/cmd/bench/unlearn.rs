@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use obliviate::experiments::mean_std;
 use obliviate::experiments::unlearn::{
-    Kind, UnlearnResult, UnlearnRow, UnlearnSettings, run as run_bench,
+    Kind, SequenceStep, UnlearnResult, UnlearnRow, UnlearnSettings, run as run_bench,
 };
 use obliviate::unlearn::Segmentation;
 use serde::Serialize;
@@ -28,7 +28,8 @@ pub struct Unlearn {
     /// (0: no user requests).
     #[arg(long, default_value_t = 100)]
     user_size: usize,
-    /// Successive single-id requests on seed 0 (drift check).
+    /// Successive requests of each kind on seed 0, each building on the last (drift check):
+    /// N of every `--requests` size, and N users when `--user-size` is set (0: none).
     #[arg(long, default_value_t = 20)]
     sequence: usize,
     #[command(flatten)]
@@ -124,19 +125,37 @@ fn render(settings: &UnlearnSettings, results: &[UnlearnResult]) -> String {
                 pm(r, 100.0, 2)
             ));
         }
-        let seq = &res.sequence;
-        if !seq.is_empty() {
+        let mut kinds: Vec<(Kind, usize)> = Vec::new();
+        for v in &res.sequence {
+            if !kinds.contains(&(v.kind, v.ids)) {
+                kinds.push((v.kind, v.ids));
+            }
+        }
+        for (kind, n) in kinds {
+            let seq: Vec<&SequenceStep> = res
+                .sequence
+                .iter()
+                .filter(|v| (v.kind, v.ids) == (kind, n))
+                .collect();
             let secs: Vec<f64> = seq.iter().map(|v| v.seconds).collect();
+            let blocks: Vec<f64> = seq.iter().map(|v| v.blocks_retrained as f64).collect();
             let accs: Vec<f64> = seq.iter().map(|v| 100.0 * v.accuracy).collect();
             let half = secs.len() / 2;
             let (first, second) = (mean_std(&secs[..half]), mean_std(&secs[half..]));
+            let (b1, b2) = (mean_std(&blocks[..half]).0, mean_std(&blocks[half..]).0);
+            let what = match kind {
+                Kind::Random => format!("requests of {n} random id(s)"),
+                Kind::User => format!("users of {n} (grouped)"),
+            };
             md.push_str(&format!(
-                "\n{} successive single-id requests (seed 0): seconds per request first half {:.2} ± {:.2}, second half {:.2} ± {:.2}; accuracy after each request {:.2} % … {:.2} % (first {:.2} %, last {:.2} %).\n",
+                "\n{} successive {what} (seed 0): seconds per request first half {:.2} ± {:.2}, second half {:.2} ± {:.2}; blocks retrained per request {:.1} then {:.1}; accuracy after each request {:.2} % … {:.2} % (first {:.2} %, last {:.2} %).\n",
                 secs.len(),
                 first.0,
                 first.1,
                 second.0,
                 second.1,
+                b1,
+                b2,
                 accs.iter().copied().fold(f64::INFINITY, f64::min),
                 accs.iter().copied().fold(0.0, f64::max),
                 accs[0],
