@@ -125,6 +125,9 @@ pub enum Error {
         /// What plotters reported.
         detail: String,
     },
+    /// The compute backend reported a failure (libtorch's exceptions arrive here).
+    #[error("backend: {0}")]
+    Backend(String),
     /// The caller abandoned the work (`Progress::cancelled`); nothing was committed.
     #[error("cancelled before the commit; the run is unchanged")]
     Cancelled,

@@ -84,6 +84,30 @@ fn forget_with_zero_epsilon_equals_retraining_bit_for_bit() {
     a.verify().unwrap();
 }
 
+/// Batch norm's running statistics are state outside the gradient: the chain must hold each
+/// block's last update (burn applies it lazily), or a forget restoring θ_{d−1} from the chain
+/// would start from other statistics than the original training carried on with.
+#[test]
+fn a_batch_norm_model_forgets_exactly_too() {
+    let data = tiny_data().truncated(64, 16).unwrap();
+    let (run, gold) = (Tmp::new("exact-bn-run"), Tmp::new("exact-bn-gold"));
+    let cfg = obliviate::chain::TrainConfig {
+        blocks: 4,
+        batch_size: 8,
+        micro_batches: 1,
+        ..tiny_cfg(21)
+    };
+    train_tiny(&run.0, &data, ModelKind::Resnet18, cfg);
+    let before = Chain::open(&run.0).unwrap().into_manifest();
+    let r = forget_in(&run.0, &data, &[before.blocks[1].ids[2]], &exact()).unwrap();
+    assert_eq!((r.first_block, r.blocks_retrained), (2, 3));
+    let g = retrain_exact(&run.0, &gold.0, &data);
+    assert_eq!(
+        r.model_sha256, g.model_sha256,
+        "forget(ε = 0) must equal retraining"
+    );
+}
+
 #[test]
 fn deleting_nothing_leaves_zero_residuals_and_the_same_model() {
     let data = tiny_data();

@@ -68,7 +68,14 @@ impl<B: Backend> ModuleVisitor<B> for Extractor {
 }
 
 /// Copies every float tensor of `module` (parameters and buffers) to the host.
+///
+/// Batch norm's running statistics are brought up to date first: burn keeps a forward pass's
+/// update pending until the next forward reads it, and a visit reads the stale value, so θ
+/// would miss each block's last update while the live model kept it (and a forget restoring
+/// θ from the chain would no longer equal retraining).
 pub fn extract<B: Backend, M: Module<B>>(module: &M) -> ParamSet {
+    // Turning a clone into a record folds every pending update in; clones share the state.
+    drop(module.clone().into_record());
     let mut v = Extractor {
         path: PathStack::default(),
         out: Vec::new(),

@@ -8,6 +8,8 @@
 
 mod progress;
 mod run;
+#[cfg(feature = "tch")]
+mod torch_grads;
 
 use std::marker::PhantomData;
 
@@ -172,7 +174,7 @@ impl<'a, B: AutodiffBackend> BlockTrainer<'a, B> {
                     &loss_fn,
                     self.cfg.micro_batches,
                     &self.device,
-                );
+                )?;
                 model = self.opt.step(model, grads);
                 after_step(batch_ids, &model)?;
             }
@@ -253,6 +255,25 @@ pub fn test_accuracy<B: AutodiffBackend>(
     Ok(accuracy(&net, data, Split::Test, device))
 }
 
+/// Gradient of the mean loss over `rows` in `slices` parts: by libtorch's autograd when the
+/// model lives on libtorch (`torch_grads`), else by burn's ([`burn_minibatch_grads`]).
+fn minibatch_grads<B: AutodiffBackend>(
+    model: &Net<B>,
+    data: &Dataset,
+    rows: &[usize],
+    loss_fn: &CrossEntropyLoss<B>,
+    slices: usize,
+    device: &B::Device,
+) -> Result<GradientsParams> {
+    #[cfg(feature = "tch")]
+    if let Some(grads) = torch_grads::minibatch_grads(model, data, rows, slices, device) {
+        return grads;
+    }
+    Ok(burn_minibatch_grads(
+        model, data, rows, loss_fn, slices, device,
+    ))
+}
+
 /// Gradient of the mean loss over `rows`, computed as up to `slices` contiguous micro-batches
 /// of ⌈n / slices⌉ rows at once on rayon's pool and summed in slice order.
 ///
@@ -262,7 +283,7 @@ pub fn test_accuracy<B: AutodiffBackend>(
 /// rounding depends only on `slices`. Slices other than the first run on replicas whose
 /// parameters are fresh autodiff leaves over the same values (same `ParamId`s): a leaf shared by
 /// two graphs would merge them under one lock and serialise the backward passes.
-fn minibatch_grads<B: AutodiffBackend>(
+fn burn_minibatch_grads<B: AutodiffBackend>(
     model: &Net<B>,
     data: &Dataset,
     rows: &[usize],
