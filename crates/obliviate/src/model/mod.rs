@@ -4,6 +4,7 @@ mod cnn;
 mod init;
 mod lenet;
 mod mlp;
+mod norm;
 mod resnet;
 
 use burn::module::Module;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use cnn::Cnn;
 pub use lenet::LeNet5;
 pub use mlp::Mlp;
+pub use norm::BatchNorm;
 pub use resnet::ResNet18;
 
 use crate::error::{Result, invalid};

@@ -2,8 +2,8 @@
 //! basic blocks, global average pooling.
 
 use burn::module::Module;
+use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
-use burn::nn::{BatchNorm, BatchNormConfig, Linear};
 use burn::prelude::Backend;
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
@@ -11,6 +11,7 @@ use burn::tensor::activation::relu;
 use super::InputShape;
 use super::lenet::conv;
 use super::mlp::linear;
+use super::norm::BatchNorm;
 use crate::error::{Result, invalid};
 
 /// 1×1 strided projection on the shortcut when shape changes.
@@ -38,7 +39,7 @@ pub struct BasicBlock<B: Backend> {
 }
 
 fn bn<B: Backend>(c: usize, device: &B::Device) -> BatchNorm<B> {
-    BatchNormConfig::new(c).init(device)
+    BatchNorm::new(c, device)
 }
 
 impl<B: Backend> BasicBlock<B> {

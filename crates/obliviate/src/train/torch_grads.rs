@@ -19,7 +19,7 @@ use std::any::Any;
 use burn::backend::libtorch::{LibTorch, TchTensor};
 use burn::module::Param;
 use burn::nn::conv::Conv2d;
-use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
+use burn::nn::{Linear, PaddingConfig2d};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorPrimitive};
@@ -27,7 +27,7 @@ use tch::{Kind, Reduction, Tensor as Tt};
 
 use crate::data::{Dataset, Split};
 use crate::error::{Error, Result};
-use crate::model::{Cnn, LeNet5, Mlp, Net, ResNet18};
+use crate::model::{BatchNorm, Cnn, LeNet5, Mlp, Net, ResNet18};
 use crate::{TchBackend, TchDevice};
 
 type Inner = LibTorch<f32>;
