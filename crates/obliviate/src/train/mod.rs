@@ -292,12 +292,12 @@ fn burn_minibatch_grads<B: AutodiffBackend>(
     device: &B::Device,
 ) -> GradientsParams {
     let n = rows.len();
-    if slices <= 1 || n < 2 {
+    let parts = slices_of(rows, slices);
+    if parts.len() == 1 {
         let (x, y) = data.batch::<B>(Split::Train, rows, device);
         let loss = loss_fn.forward(model.forward(x), y);
         return GradientsParams::from_grads(loss.backward(), model);
     }
-    let parts: Vec<&[usize]> = rows.chunks(n.div_ceil(slices)).collect();
     let grads: Vec<GradientsParams> = parts
         .par_iter()
         .enumerate()
@@ -324,6 +324,15 @@ fn burn_minibatch_grads<B: AutodiffBackend>(
         });
     }
     total
+}
+
+/// The contiguous slices a minibatch is computed in: ⌈n / slices⌉ rows each, or all of them.
+fn slices_of(rows: &[usize], slices: usize) -> Vec<&[usize]> {
+    if slices <= 1 || rows.len() < 2 {
+        vec![rows]
+    } else {
+        rows.chunks(rows.len().div_ceil(slices)).collect()
+    }
 }
 
 /// Detaches every parameter into a new leaf (keeping its id and whether it is trained).

@@ -60,11 +60,7 @@ fn grads(
     device: &TchDevice,
 ) -> Result<GradientsParams> {
     let n = rows.len();
-    let parts: Vec<&[usize]> = if slices <= 1 || n < 2 {
-        vec![rows]
-    } else {
-        rows.chunks(n.div_ceil(slices)).collect()
-    };
+    let parts = super::slices_of(rows, slices);
     let mut leaves = Leaves::default();
     let mut total: Vec<Tt> = Vec::new();
     for part in &parts {
