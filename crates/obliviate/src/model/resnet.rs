@@ -38,21 +38,17 @@ pub struct BasicBlock<B: Backend> {
     pub downsample: Option<Downsample<B>>,
 }
 
-fn bn<B: Backend>(c: usize, device: &B::Device) -> BatchNorm<B> {
-    BatchNorm::new(c, device)
-}
-
 impl<B: Backend> BasicBlock<B> {
     fn new(c_in: usize, c_out: usize, stride: usize, device: &B::Device) -> Self {
         let downsample = (stride != 1 || c_in != c_out).then(|| Downsample {
             conv: conv(c_in, c_out, 1, stride, 0, false, device),
-            bn: bn(c_out, device),
+            bn: BatchNorm::new(c_out, device),
         });
         BasicBlock {
             conv1: conv(c_in, c_out, 3, stride, 1, false, device),
-            bn1: bn(c_out, device),
+            bn1: BatchNorm::new(c_out, device),
             conv2: conv(c_out, c_out, 3, 1, 1, false, device),
-            bn2: bn(c_out, device),
+            bn2: BatchNorm::new(c_out, device),
             downsample,
         }
     }
@@ -103,7 +99,7 @@ impl<B: Backend> ResNet18<B> {
         }
         Ok(ResNet18 {
             stem: conv(input.channels, 64, 3, 1, 1, false, device),
-            bn: bn(64, device),
+            bn: BatchNorm::new(64, device),
             blocks,
             fc: linear(512, classes, device),
         })
