@@ -93,11 +93,9 @@ fn sisa_detects_corrupt_checkpoints_and_manifests() {
     assert!(e.contains("checksum") && e.contains("003.theta"), "{e}");
     let m = dir.join("sisa.json");
     let text = std::fs::read_to_string(&m).unwrap();
-    std::fs::write(
-        &m,
-        text.replacen("\"generation\": 0", "\"generation\": 7", 1),
-    )
-    .unwrap();
+    let forged = text.replacen("\"generation\":0", "\"generation\":7", 1);
+    assert_ne!(forged, text, "the manifest names its generation");
+    std::fs::write(&m, forged).unwrap();
     let e = Sisa::open(&dir.0).unwrap_err().to_string();
     assert!(e.contains("sisa.json") && e.contains("checksum"), "{e}");
 }

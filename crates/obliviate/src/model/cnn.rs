@@ -9,6 +9,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 
 use super::InputShape;
+use super::conv::conv2d;
 use super::lenet::conv;
 use super::mlp::linear;
 use crate::error::{Result, invalid};
@@ -56,11 +57,11 @@ impl<B: Backend> Cnn<B> {
 
     /// Logits for a batch of images.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = relu(self.conv1.forward(x));
-        let x = relu(self.conv2.forward(x));
+        let x = relu(conv2d(&self.conv1, x));
+        let x = relu(conv2d(&self.conv2, x));
         let x = max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false);
-        let x = relu(self.conv3.forward(x));
-        let x = relu(self.conv4.forward(x));
+        let x = relu(conv2d(&self.conv3, x));
+        let x = relu(conv2d(&self.conv4, x));
         let x = max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false);
         let [n, c, h, w] = x.dims();
         let x = x.reshape([n, c * h * w]);

@@ -9,6 +9,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 
 use super::InputShape;
+use super::conv::conv2d;
 use super::mlp::linear;
 use crate::error::{Result, invalid};
 
@@ -69,9 +70,9 @@ impl<B: Backend> LeNet5<B> {
 
     /// Logits for a batch of images.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = relu(self.conv1.forward(x));
+        let x = relu(conv2d(&self.conv1, x));
         let x = max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false);
-        let x = relu(self.conv2.forward(x));
+        let x = relu(conv2d(&self.conv2, x));
         let x = max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false);
         let [n, c, h, w] = x.dims();
         let x = x.reshape([n, c * h * w]);

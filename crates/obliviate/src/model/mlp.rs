@@ -4,7 +4,8 @@ use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::Backend;
 use burn::tensor::Tensor;
-use burn::tensor::activation::tanh;
+
+use super::tanh::tanh;
 
 /// in → hidden… → classes, tanh between layers; images are flattened.
 #[derive(Module, Debug)]

@@ -1,11 +1,13 @@
 //! The networks obliviate trains, chosen by name; input shape and class count come from the data.
 
 mod cnn;
+mod conv;
 mod init;
 mod lenet;
 mod mlp;
 mod norm;
 mod resnet;
+mod tanh;
 
 use burn::module::Module;
 use burn::prelude::Backend;
@@ -19,6 +21,20 @@ pub use norm::BatchNorm;
 pub use resnet::ResNet18;
 
 use crate::error::{Result, invalid};
+
+/// `t` as a `U` when it is one, else `t` back: how the models take burn-flex's fast paths
+/// ([`conv`], [`tanh`]) while staying generic over the backend.
+#[cfg(feature = "flex")]
+fn cast<T: 'static, U: 'static>(t: T) -> std::result::Result<U, T> {
+    let boxed: Box<dyn std::any::Any> = Box::new(t);
+    match boxed.downcast::<U>() {
+        Ok(u) => Ok(*u),
+        Err(boxed) => match boxed.downcast::<T>() {
+            Ok(t) => Err(*t),
+            Err(_) => unreachable!("a box holds the type it was made from"),
+        },
+    }
+}
 
 /// The model architectures, by the name users type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,6 +9,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
 use super::InputShape;
+use super::conv::conv2d;
 use super::lenet::conv;
 use super::mlp::linear;
 use super::norm::BatchNorm;
@@ -54,10 +55,10 @@ impl<B: Backend> BasicBlock<B> {
     }
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let out = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let out = self.bn2.forward(self.conv2.forward(out));
+        let out = relu(self.bn1.forward(conv2d(&self.conv1, x.clone())));
+        let out = self.bn2.forward(conv2d(&self.conv2, out));
         let shortcut = match &self.downsample {
-            Some(d) => d.bn.forward(d.conv.forward(x)),
+            Some(d) => d.bn.forward(conv2d(&d.conv, x)),
             None => x,
         };
         relu(out + shortcut)
@@ -107,7 +108,7 @@ impl<B: Backend> ResNet18<B> {
 
     /// Logits for a batch of images.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let mut x = relu(self.bn.forward(self.stem.forward(x)));
+        let mut x = relu(self.bn.forward(conv2d(&self.stem, x)));
         for block in &self.blocks {
             x = block.forward(x);
         }

@@ -44,20 +44,19 @@ fn key() -> Result<Option<Vec<u8>>> {
     Ok(Some(key))
 }
 
-/// The bytes both seals cover: the JSON value without `checksum` and `hmac`, compact.
-fn body(v: &serde_json::Value) -> Result<Vec<u8>> {
-    let mut v = v.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("checksum");
-        o.remove("hmac");
-    }
-    serde_json::to_vec(&v).map_err(|e| invalid("sealed document", e.to_string()))
+/// The bytes both seals cover: the JSON value without `checksum` and `hmac`, compact. Takes
+/// the value by ownership (documents run to megabytes: no copy) and gives back what it removed.
+fn body(v: &mut serde_json::Value) -> Result<(Vec<u8>, Removed)> {
+    let removed = match v.as_object_mut() {
+        Some(o) => (o.remove("checksum"), o.remove("hmac")),
+        None => (None, None),
+    };
+    let bytes = serde_json::to_vec(v).map_err(|e| invalid("sealed document", e.to_string()))?;
+    Ok((bytes, removed))
 }
 
-/// SHA-256 of a document's body.
-pub(crate) fn body_checksum(v: &serde_json::Value) -> Result<String> {
-    Ok(sha256(&body(v)?))
-}
+/// The `checksum` and `hmac` members [`body`] took out.
+type Removed = (Option<serde_json::Value>, Option<serde_json::Value>);
 
 fn mac(key: &[u8]) -> Hmac<Sha256> {
     // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
@@ -76,39 +75,47 @@ pub enum KeyedSeal {
     Unverified,
 }
 
-/// Serialises `doc` as pretty JSON with a `checksum` member over the rest (and `hmac` when a
-/// key is configured).
-pub fn seal<T: serde::Serialize>(doc: &T) -> Result<Vec<u8>> {
+/// Serialises `doc` as compact JSON with a `checksum` member over the rest (and `hmac` when a
+/// key is configured); returns the bytes and the checksum.
+///
+/// Compact, not pretty: a manifest is mostly sample ids, one per line when pretty-printed,
+/// and every request rewrites it (pretty doubled the bytes and the time). `jq .` shows it.
+pub fn seal<T: serde::Serialize>(doc: &T) -> Result<(Vec<u8>, String)> {
     let mut v = serde_json::to_value(doc).map_err(|e| invalid("sealed document", e.to_string()))?;
-    let sum = body_checksum(&v)?;
+    let (body, _) = body(&mut v)?;
+    let sum = sha256(&body);
     let keyed = match key()? {
         Some(k) => {
             let mut m = mac(&k);
-            m.update(&body(&v)?);
+            m.update(&body);
             Some(hex(&m.finalize().into_bytes()))
         }
         None => None,
     };
-    if let Some(o) = v.as_object_mut() {
-        o.remove("hmac");
-        o.insert("checksum".into(), serde_json::Value::String(sum));
-        if let Some(h) = keyed {
-            o.insert("hmac".into(), serde_json::Value::String(h));
-        }
+    // The seals go first, then the body's members: the body is already the compact form of
+    // the rest, so it is not serialised twice (readers sort members anyway).
+    let mut out = format!("{{\"checksum\":\"{sum}\"");
+    if let Some(h) = keyed {
+        out.push_str(&format!(",\"hmac\":\"{h}\""));
     }
-    let mut out =
-        serde_json::to_vec_pretty(&v).map_err(|e| invalid("sealed document", e.to_string()))?;
+    let mut out = out.into_bytes();
+    match body.as_slice() {
+        [b'{', b'}'] => out.push(b'}'),
+        [b'{', rest @ ..] => {
+            out.push(b',');
+            out.extend_from_slice(rest);
+        }
+        _ => return Err(invalid("sealed document", "not a JSON object")),
+    }
     out.push(b'\n');
-    Ok(out)
+    Ok((out, sum))
 }
 
 /// Seals `doc` and writes it to `path` atomically; returns the checksum written.
 pub fn write_sealed<T: serde::Serialize>(path: &Path, doc: &T) -> Result<String> {
-    let bytes = seal(doc)?;
+    let (bytes, sum) = seal(doc)?;
     atomic::write_file(path, &bytes)?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| invalid("sealed document", e.to_string()))?;
-    Ok(v["checksum"].as_str().unwrap_or_default().to_string())
+    Ok(sum)
 }
 
 /// Reads `path` as sealed JSON of type `T`, checking its checksum (and keyed seal). `None`
@@ -155,13 +162,14 @@ pub fn read_sealed_seal<T: serde::de::DeserializeOwned>(
         offset: json_offset(&bytes, &e),
         detail: e.to_string(),
     };
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(format_err)?;
-    let expected = value
-        .get("checksum")
+    let mut value: serde_json::Value = serde_json::from_slice(&bytes).map_err(format_err)?;
+    let (body, (checksum, claimed)) = body(&mut value)?;
+    let expected = checksum
+        .as_ref()
         .and_then(|c| c.as_str())
         .unwrap_or_default()
         .to_string();
-    let actual = body_checksum(&value)?;
+    let actual = sha256(&body);
     if actual != expected {
         return Err(Error::Checksum {
             path: path.to_path_buf(),
@@ -170,8 +178,8 @@ pub fn read_sealed_seal<T: serde::de::DeserializeOwned>(
             actual,
         });
     }
-    let claimed = value
-        .get("hmac")
+    let claimed = claimed
+        .as_ref()
         .and_then(|h| h.as_str())
         .map(str::to_string);
     let seal = match (key()?, claimed) {
@@ -185,7 +193,7 @@ pub fn read_sealed_seal<T: serde::de::DeserializeOwned>(
         }
         (Some(k), Some(h)) => {
             let mut m = mac(&k);
-            m.update(&body(&value)?);
+            m.update(&body);
             // Constant-time comparison of the MAC.
             let bytes: Option<Vec<u8>> = (0..h.len())
                 .step_by(2)
@@ -203,6 +211,10 @@ pub fn read_sealed_seal<T: serde::de::DeserializeOwned>(
             KeyedSeal::Verified
         }
     };
+    // The document type reads its checksum back (the member was taken out for the body).
+    if let (Some(o), Some(c)) = (value.as_object_mut(), checksum) {
+        o.insert("checksum".into(), c);
+    }
     let doc = serde_json::from_value(value).map_err(format_err)?;
     Ok(Some((doc, seal)))
 }
@@ -241,11 +253,24 @@ mod tests {
         for _ in 0..20_000 {
             state = crate::data::split::mix(state);
             let x = (state >> 11) as f64 / (1u64 << 53) as f64 * 1000.0;
-            let bytes = seal(&serde_json::json!({ "seconds": x, "n": state })).expect("seal");
-            let v: serde_json::Value = serde_json::from_slice(&bytes).expect("parse");
-            let sum = v["checksum"].as_str().expect("checksum").to_string();
-            assert_eq!(body_checksum(&v).expect("sum"), sum, "{x:?}");
+            let (bytes, sum) =
+                seal(&serde_json::json!({ "seconds": x, "n": state })).expect("seal");
+            let mut v: serde_json::Value = serde_json::from_slice(&bytes).expect("parse");
+            assert_eq!(v["checksum"].as_str(), Some(sum.as_str()));
             assert_eq!(v["seconds"].as_f64(), Some(x));
+            assert_eq!(sha256(&body(&mut v).expect("body").0), sum, "{x:?}");
         }
+    }
+
+    /// The seal is spliced in front of the body's members: an empty object stays valid JSON,
+    /// and a document that is not an object is refused rather than written unsealed.
+    #[test]
+    fn seals_splice_into_any_object() {
+        let (bytes, sum) = seal(&serde_json::json!({})).expect("seal");
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).expect("parse");
+        assert_eq!(v["checksum"].as_str(), Some(sum.as_str()));
+        assert_eq!(sha256(&body(&mut v).expect("body").0), sum);
+        assert_eq!(v, serde_json::json!({}));
+        assert!(seal(&serde_json::json!([1, 2])).is_err());
     }
 }
