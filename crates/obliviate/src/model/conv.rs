@@ -138,46 +138,43 @@ mod flex {
         bias: Option<FloatTensor<Ad>>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Ad> {
-        let forward = |x, w, b, o| Flex::conv2d(x, w, b, o);
+        let (xn, wn) = (x.node.clone(), weight.node.clone());
+        let state: State = (
+            x.primitive.clone(),
+            weight.primitive.clone(),
+            options.clone(),
+        );
+        let b = bias.as_ref().map(|b| b.primitive.clone());
+        let y = Flex::conv2d(x.primitive, weight.primitive, b, options);
         match bias {
-            Some(bias) => match WithBias
-                .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), bias.node])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => {
-                    let state = (
-                        x.primitive.clone(),
-                        weight.primitive.clone(),
-                        options.clone(),
-                    );
-                    let y = forward(x.primitive, weight.primitive, Some(bias.primitive), options);
-                    prep.finish(state, y)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(forward(
-                    x.primitive,
-                    weight.primitive,
-                    Some(bias.primitive),
-                    options,
-                )),
-            },
-            None => match NoBias
-                .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => {
-                    let state = (
-                        x.primitive.clone(),
-                        weight.primitive.clone(),
-                        options.clone(),
-                    );
-                    prep.finish(state, forward(x.primitive, weight.primitive, None, options))
-                }
-                OpsKind::UnTracked(prep) => {
-                    prep.finish(forward(x.primitive, weight.primitive, None, options))
-                }
-            },
+            Some(bias) => finish(
+                WithBias
+                    .prepare::<NoCheckpointing>([xn, wn, bias.node])
+                    .compute_bound()
+                    .stateful(),
+                state,
+                y,
+            ),
+            None => finish(
+                NoBias
+                    .prepare::<NoCheckpointing>([xn, wn])
+                    .compute_bound()
+                    .stateful(),
+                state,
+                y,
+            ),
+        }
+    }
+
+    /// The output as a node of the graph (with `state` for the backward pass when tracked).
+    fn finish<O: Backward<Flex, N, State = State>, const N: usize>(
+        kind: OpsKind<O, Flex, State, NoCheckpointing, N>,
+        state: State,
+        y: FlexTensor,
+    ) -> FloatTensor<Ad> {
+        match kind {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
 
