@@ -1,6 +1,8 @@
 """PyTorch peer of `obliviate bench train`: the same models, shapes, optimizer and batch size.
 
-Prints one JSON object {"model", "samples_per_s", "steps", "batch", "threads"}.
+Prints one JSON object {"model", "samples_per_s", "steps", "batch", "threads", "channels_last"}.
+`--channels-last` is for reading obliviate's tch figures against PyTorch in the same layout; the
+benchmark itself runs PyTorch's default (NCHW), as the scripts it stands for do.
 Synthetic inputs and labels are made once; the loss is read back every step, as obliviate does
 implicitly by finishing every step before the next.
 """
@@ -92,15 +94,21 @@ def main():
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--channels-last", action="store_true",
+                   help="model and input in channels-last memory format (what obliviate's tch path uses for cnn and resnet18)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     c, h, w, k = SHAPES[a.model]
     model = build(a.model)
     model.train()
+    if a.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(a.batch, c, h, w)
     y = torch.randint(0, k, (a.batch,))
+    if a.channels_last:
+        x = x.to(memory_format=torch.channels_last)
     loss_fn = nn.CrossEntropyLoss()
 
     def step():
@@ -117,7 +125,7 @@ def main():
         step()
     dt = time.perf_counter() - t
     print(json.dumps({"model": a.model, "samples_per_s": a.steps * a.batch / dt, "steps": a.steps,
-                      "batch": a.batch, "threads": a.threads, "torch": torch.__version__}))
+                      "batch": a.batch, "threads": a.threads, "channels_last": a.channels_last, "torch": torch.__version__}))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ use crate::data::{Dataset, Split};
 use crate::error::{Result, invalid};
 use crate::model::{ModelKind, Net};
 use crate::optim::Optimizer;
-use crate::params::{EncodedSet, ParamSet, Precision, extract, load_into, trainable_mask};
+use crate::params::{EncodedSet, ParamSet, extract, load_into, trainable_mask};
 
 /// Name of the backend type, recorded in manifests.
 pub fn backend_name<B: Backend>() -> String {
@@ -186,11 +186,17 @@ impl<'a, B: AutodiffBackend> BlockTrainer<'a, B> {
         ))?;
         let storage = self.cfg.storage;
         let stored_delta = storage.delta.encode(&delta);
-        let delta = stored_delta.decode();
-        delta.check_finite(&format!(
-            "block {block}'s increment at {} precision",
-            storage.delta.name()
-        ))?;
+        // f32 stores the values themselves: decoding would copy them unchanged.
+        let delta = if storage.delta.is_f32() {
+            delta
+        } else {
+            let decoded = stored_delta.decode();
+            decoded.check_finite(&format!(
+                "block {block}'s increment at {} precision",
+                storage.delta.name()
+            ))?;
+            decoded
+        };
         self.theta.add_assign(&delta)?;
         let model = if raw.bit_identical(&self.theta) {
             model
@@ -198,9 +204,14 @@ impl<'a, B: AutodiffBackend> BlockTrainer<'a, B> {
             load_into(model, &self.theta, &self.device)?
         };
         self.model = Some(model);
-        let stored_opt = storage.opt.encode(&self.opt.to_state());
-        let opt_state = stored_opt.decode();
-        if storage.opt != Precision::F32 {
+        let state = self.opt.to_state();
+        let stored_opt = storage.opt.encode(&state);
+        let opt_state = if storage.opt.is_f32() {
+            state
+        } else {
+            stored_opt.decode()
+        };
+        if !storage.opt.is_f32() {
             let mask = self.opt.trainable().to_vec();
             let step = self.opt.step;
             self.opt = Optimizer::from_state(
