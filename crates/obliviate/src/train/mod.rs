@@ -209,20 +209,20 @@ impl<'a, B: AutodiffBackend> BlockTrainer<'a, B> {
         let opt_state = if storage.opt.is_f32() {
             state
         } else {
-            stored_opt.decode()
-        };
-        if !storage.opt.is_f32() {
+            // Training continues from Q(o_i), as a restore from the chain would.
+            let decoded = stored_opt.decode();
             let mask = self.opt.trainable().to_vec();
             let step = self.opt.step;
             self.opt = Optimizer::from_state(
                 self.cfg.optim,
                 &self.theta,
                 &mask,
-                &opt_state,
+                &decoded,
                 step,
                 &self.device,
             )?;
-        }
+            decoded
+        };
         Ok(BlockOutput {
             delta,
             opt_state,
