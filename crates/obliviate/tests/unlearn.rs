@@ -306,7 +306,7 @@ fn a_full_disk_is_reported_by_name_and_loses_nothing() {
         atomic::disarm();
         let msg = e.to_string();
         assert!(
-            msg.contains("No space left on device") && msg.contains(".safetensors.tmp"),
+            msg.contains("No space left on device") && msg.contains(".safetensors"),
             "{msg}"
         );
         assert_eq!(
@@ -561,4 +561,37 @@ fn one_span_does_not_stop_before_the_last_affected_block() {
     assert_eq!(r.segments.len(), 1);
     assert_eq!((r.first_block, r.stop_block), (2, 10));
     assert_eq!(r.blocks_retrained, 9);
+}
+
+/// A request checks the files it may read before it writes anything: a missing one from its
+/// restore point on is named and nothing is written; one before that point (which it neither
+/// reads nor rewrites) does not stop it.
+#[test]
+fn a_missing_file_the_request_reads_is_named_before_any_write() {
+    let data = tiny_data();
+    let run = Tmp::new("missing-file");
+    let mut cfg = tiny_cfg(12);
+    cfg.storage.keyframe_every = 4;
+    train_tiny(&run.0, &data, ModelKind::MlpSmall, cfg);
+    let m = Chain::open(&run.0).unwrap().into_manifest();
+    let id = m.blocks[9].ids[0];
+    let ahead = m.blocks[10].delta.clone().unwrap().file;
+    let hidden = run.join("hidden.safetensors");
+    std::fs::rename(run.join(&ahead), &hidden).unwrap();
+    let files = chain_files(&run.0);
+    let manifest = std::fs::read(run.join("manifest.json")).unwrap();
+    let e = forget_in(&run.0, &data, &[id], &quick())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&ahead), "{e}");
+    assert_eq!(chain_files(&run.0), files, "nothing written");
+    assert_eq!(std::fs::read(run.join("manifest.json")).unwrap(), manifest);
+    std::fs::rename(&hidden, run.join(&ahead)).unwrap();
+    // Block 2 lies before the keyframe of block 8, where a request in block 10 starts.
+    let before = m.blocks[1].delta.clone().unwrap().file;
+    std::fs::rename(run.join(&before), &hidden).unwrap();
+    let r = forget_in(&run.0, &data, &[id], &quick()).unwrap();
+    assert_eq!(r.first_block, 10);
+    std::fs::rename(&hidden, run.join(&before)).unwrap();
+    Chain::open(&run.0).unwrap().verify().unwrap();
 }

@@ -149,7 +149,8 @@ pub struct SisaManifest {
     pub test_accuracy: f64,
     /// Seconds spent training.
     pub train_seconds: f64,
-    /// SHA-256 of the rest of the manifest.
+    /// SHA-256 of the rest of the manifest (written by `store::sealed`).
+    #[serde(default, skip_serializing)]
     pub checksum: String,
 }
 

@@ -337,8 +337,9 @@ pub struct Manifest {
     /// stitch offsets of past requests, recorded instead of rewriting every later keyframe.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub shifts: BTreeMap<usize, FileRef>,
-    /// SHA-256 of this manifest serialised with an empty `checksum` (detects edits and bit rot).
-    #[serde(default)]
+    /// SHA-256 of the manifest's sealed bytes (detects edits and bit rot; see `store::sealed`,
+    /// which writes it).
+    #[serde(default, skip_serializing)]
     pub checksum: String,
 }
 
@@ -467,6 +468,26 @@ impl Manifest {
     pub fn files(&self) -> Vec<&FileRef> {
         let mut v = vec![&self.theta0, &self.opt0];
         for b in &self.blocks {
+            v.extend(b.delta.iter());
+            v.extend(b.opt.iter());
+            v.extend(b.theta.iter());
+        }
+        v.extend(self.shifts.values());
+        v.extend(self.model_file.iter());
+        v
+    }
+
+    /// The files a request whose first affected block is `first` may read: from the keyframe
+    /// its restore starts at (θ_0 and o_0 when none) to the end, the shift tree and the served
+    /// model. Blocks before that keyframe are neither read nor rewritten.
+    pub fn files_read_from(&self, first: usize) -> Vec<&FileRef> {
+        let anchor = self.opt_anchor(first.saturating_sub(1));
+        let from = self.keyframe_at_or_before(anchor).map_or(0, |(k, _)| k);
+        let mut v = match from {
+            0 => vec![&self.theta0, &self.opt0],
+            _ => Vec::new(),
+        };
+        for b in self.blocks.iter().skip(from.saturating_sub(1)) {
             v.extend(b.delta.iter());
             v.extend(b.opt.iter());
             v.extend(b.theta.iter());

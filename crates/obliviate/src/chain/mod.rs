@@ -14,6 +14,7 @@ pub mod shifts;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use manifest::{BlockFiles, BlockRecord, Manifest, Storage, TrainConfig};
@@ -22,9 +23,10 @@ pub use shifts::Shifts;
 use crate::data::Dataset;
 use crate::error::{Error, IoContext, Result};
 use crate::params::{EncodedSet, FileMeta, ParamSet};
-use crate::store::sealed::{KeyedSeal, read_sealed_seal, write_sealed};
+use crate::store::atomic::sync_files;
+use crate::store::sealed::{KeyedSeal, read_sealed_seal, seal};
 use crate::store::tensors::{
-    check_present, copy_referenced, read_tensors, write_encoded, write_tensors,
+    Durability, check_present, copy_referenced, read_tensors, write_encoded, write_tensors,
 };
 use crate::store::{FileRef, FolderLock, ReaderLock, ReadersGone};
 
@@ -40,6 +42,9 @@ pub struct Chain {
     seal: KeyedSeal,
     /// Bytes of chain files read through this handle (what a request costs in I/O).
     read: AtomicU64,
+    /// Files of the next generation written since the last commit and not yet durable: the
+    /// commit fsyncs them before the manifest that references them.
+    unsynced: Mutex<Vec<PathBuf>>,
 }
 
 /// A run's bytes on disk by kind.
@@ -115,6 +120,7 @@ impl Chain {
             _reading: None,
             seal: KeyedSeal::Absent,
             read: AtomicU64::new(0),
+            unsynced: Mutex::default(),
         };
         chain.commit()?;
         Ok(chain)
@@ -153,6 +159,7 @@ impl Chain {
             _reading: None,
             seal,
             read: AtomicU64::new(0),
+            unsynced: Mutex::default(),
         };
         c.check_structure()?;
         Ok(c)
@@ -324,16 +331,14 @@ impl Chain {
             ..Default::default()
         };
         Ok(BlockFiles {
-            delta: write_encoded(
-                &self.dir,
+            delta: self.write_next(
                 &layout::delta(block, generation, storage.compression),
                 delta,
                 &meta("delta", 0),
                 storage.compression,
             )?,
             opt: match storage.stores_opt(block) {
-                true => Some(write_encoded(
-                    &self.dir,
+                true => Some(self.write_next(
                     &layout::opt(block, generation, storage.compression),
                     opt,
                     &meta("opt", step),
@@ -379,7 +384,33 @@ impl Chain {
             block: index as u64,
             ..Default::default()
         };
-        write_tensors(&self.dir, name, set, &meta)
+        let set = crate::params::Precision::F32.encode(set);
+        self.write_next(name, &set, &meta, crate::store::tensors::Compression::None)
+    }
+
+    /// Writes a file of the next generation, to be made durable by the next [`Chain::commit`]
+    /// (no committed manifest references its name, so a crash before then leaves garbage, not
+    /// a torn chain file).
+    fn write_next(
+        &self,
+        name: &str,
+        set: &EncodedSet,
+        meta: &FileMeta,
+        compression: crate::store::tensors::Compression,
+    ) -> Result<FileRef> {
+        let r = write_encoded(
+            &self.dir,
+            name,
+            set,
+            meta,
+            compression,
+            Durability::AtCommit,
+        )?;
+        self.unsynced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(self.path(&r));
+        Ok(r)
     }
 
     /// Records block `block`'s files in the in-memory manifest (training; see [`Chain::commit`]).
@@ -399,9 +430,26 @@ impl Chain {
         self.manifest.train_seconds = seconds;
     }
 
-    /// Commits the in-memory manifest: seals and writes `manifest.json` atomically.
+    /// Commits the in-memory manifest: makes the files written since the last commit durable,
+    /// then seals and writes `manifest.json` atomically. The files are fsynced on a second
+    /// thread while this one seals the manifest (waiting on the disk and serialising overlap);
+    /// the manifest is written only once both are done.
     pub fn commit(&mut self) -> Result<()> {
-        self.manifest.checksum = write_sealed(&self.dir.join(layout::MANIFEST), &self.manifest)?;
+        let unsynced = std::mem::take(self.unsynced.get_mut().unwrap_or_else(|p| p.into_inner()));
+        let manifest = &self.manifest;
+        let (synced, sealed) = std::thread::scope(|s| {
+            let sync = (!unsynced.is_empty()).then(|| s.spawn(|| sync_files(&unsynced)));
+            let sealed = seal(manifest);
+            let synced = sync.map_or(Ok(()), |h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(chain_err(&self.dir, "the fsync thread panicked")))
+            });
+            (synced, sealed)
+        });
+        synced?;
+        let (bytes, sum) = sealed?;
+        crate::store::atomic::write_file(&self.dir.join(layout::MANIFEST), &bytes)?;
+        self.manifest.checksum = sum;
         Ok(())
     }
 
@@ -418,10 +466,42 @@ impl Chain {
         model: (FileRef, Option<f64>),
         receipt: Option<String>,
     ) -> Result<()> {
+        let before: Vec<String> = self
+            .manifest
+            .files()
+            .into_iter()
+            .map(|r| r.file.clone())
+            .collect();
         self.manifest
             .record_forget(files, shifts, removed, model, receipt)?;
         self.commit()?;
-        self.collect_garbage()
+        self.remove_replaced(before)
+    }
+
+    /// Removes those of `files` (referenced by the generation just replaced) that the
+    /// committed manifest no longer references: after a commit, what the old generation alone
+    /// held, found without listing the folder. Leftovers of interrupted commits are
+    /// [`Chain::collect_garbage`]'s, when the next writer opens the run.
+    fn remove_replaced(&self, files: Vec<String>) -> Result<()> {
+        let Some(_readers_gone) = ReadersGone::try_acquire(&self.dir)? else {
+            return Ok(());
+        };
+        let keep: std::collections::HashSet<&str> = self
+            .manifest
+            .files()
+            .into_iter()
+            .map(|r| r.file.as_str())
+            .collect();
+        for f in files.iter().filter(|f| !keep.contains(f.as_str())) {
+            let path = self.dir.join(f);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::Io { path, cause: e });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Rereads the committed manifest (the truth on disk, whatever a failed commit left in
@@ -588,9 +668,19 @@ impl Chain {
     /// Fails unless every file the manifest references is present with its recorded length:
     /// what a request will read, checked before it does any work.
     pub fn check_present(&self) -> Result<()> {
-        self.manifest
-            .files()
-            .into_iter()
+        self.check_all_present(self.manifest.files())
+    }
+
+    /// [`Chain::check_present`] for the files a request whose first affected block is `first`
+    /// may read ([`Manifest::files_read_from`]).
+    pub fn check_present_from(&self, first: usize) -> Result<()> {
+        self.check_all_present(self.manifest.files_read_from(first))
+    }
+
+    fn check_all_present(&self, files: Vec<&FileRef>) -> Result<()> {
+        use rayon::prelude::*;
+        files
+            .into_par_iter()
             .try_for_each(|r| check_present(&self.dir, r))
     }
 
@@ -643,6 +733,7 @@ impl Chain {
             _reading: None,
             seal: self.seal,
             read: AtomicU64::new(0),
+            unsynced: Mutex::default(),
         };
         copy.commit()?;
         Ok(copy)

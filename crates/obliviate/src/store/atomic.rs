@@ -1,9 +1,11 @@
 //! Crash-safe file writes and the failpoints that prove them.
 //!
-//! Every file obliviate writes goes through [`write_file`]: a temporary sibling is written and
-//! fsynced, renamed over the target, and the folder is fsynced. A crash leaves either the old
-//! file or the new one. Failpoints fire just before and just after each rename, so tests can
-//! stop an operation at every write and check what is left.
+//! Every file obliviate writes goes through [`write_file`] (a temporary sibling is written and
+//! fsynced, renamed over the target, and the folder is fsynced: a crash leaves either the old
+//! file or the new one), or, for a name no committed document references yet, through
+//! [`write_unsynced`] and then [`sync_files`] before the document that references it.
+//! Failpoints fire just before and just after each write, so tests can stop an operation at
+//! every write and check what is left.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -141,6 +143,51 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     sync_dir(dir)?;
     hit(&format!("write:after:{name}"))?;
     Ok(())
+}
+
+/// Writes `bytes` as a new file at `path` without syncing it: for files no manifest references
+/// yet (the next generation's), which [`sync_files`] makes durable together before the manifest
+/// that references them is written. No temporary and no rename: until that manifest commits,
+/// a torn file is an unreferenced one, which the next writer collects.
+pub fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    hit(&format!("write:before:{name}"))?;
+    let result = (|| {
+        let mut f = std::fs::File::create(path).at(path)?;
+        hit(&format!("write:data:{name}")).map_err(|e| match e {
+            Error::Io { cause, .. } => Error::Io {
+                path: path.to_path_buf(),
+                cause,
+            },
+            other => other,
+        })?;
+        f.write_all(bytes).at(path)
+    })();
+    if let Err(e) = result {
+        // A full disk must not stay full.
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    hit(&format!("write:after:{name}"))
+}
+
+/// Makes files written by [`write_unsynced`] durable: fsyncs each, then each folder holding
+/// them once (one journal commit per file instead of two, and no renames).
+pub fn sync_files(paths: &[std::path::PathBuf]) -> Result<()> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for p in paths {
+        std::fs::File::open(p).and_then(|f| f.sync_all()).at(p)?;
+        dirs.insert(
+            p.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        );
+    }
+    hit("sync:files")?;
+    dirs.into_iter().try_for_each(sync_dir)
 }
 
 /// The temporary sibling [`write_file`] uses for `path`.

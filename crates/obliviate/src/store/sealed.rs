@@ -1,13 +1,20 @@
 //! Sealed JSON: a document whose `checksum` member is the SHA-256 of the rest of it.
 //!
-//! The checksum is taken over the key-sorted compact form of the JSON *value* as written, minus
-//! `checksum` and `hmac`, so documents written by older builds (lacking fields added since)
-//! still verify. It catches accidents and truncation, not a writer who can recompute it.
+//! Documents are written as `{"seal":"sha256-bytes","checksum":"<hex>",` followed by the
+//! document's other members as compact JSON, and the checksum is taken over exactly those
+//! bytes (from the comma after the seals to the final newline): writing and checking need no
+//! canonical form, only one serialisation and one hash. Older builds sealed the key-sorted
+//! compact form of the JSON *value* minus `checksum` and `hmac`; documents without the `seal`
+//! marker are still checked that way. Either way a document written before a field was added
+//! still verifies. It catches accidents and truncation, not a writer who can recompute it.
 //!
 //! Where tampering matters, a key seals documents too: with `OBLIVIATE_SEAL_KEY_FILE` naming a
 //! file of at least 16 bytes, every document written carries `hmac`, HMAC-SHA256 of the same
-//! body under that key, and every document read must carry a valid one. A writer without the
+//! bytes under that key, and every document read must carry a valid one. A writer without the
 //! key cannot forge it; readers without the key still check the plain checksum.
+//!
+//! A sealed type must not serialise `checksum` or `hmac` members itself (its checksum field is
+//! `skip_serializing`: the seal supplies it, and a duplicate would fail every read).
 
 use std::io::Read;
 use std::path::Path;
@@ -20,6 +27,15 @@ use crate::error::{Error, IoContext, Result, invalid};
 
 /// Environment variable naming the file whose bytes are the sealing key.
 pub const KEY_FILE_ENV: &str = "OBLIVIATE_SEAL_KEY_FILE";
+
+/// How a document sealed over its bytes begins (the checksum's hex digits follow).
+const BYTES_SEAL: &[u8] = br#"{"seal":"sha256-bytes","checksum":""#;
+
+/// The `hmac` member between the checksum and the sealed bytes (its hex digits follow).
+const HMAC_MEMBER: &[u8] = br#","hmac":""#;
+
+/// Hex digits of a SHA-256 or HMAC-SHA256.
+const DIGEST_HEX: usize = 64;
 
 /// The configured sealing key, if any (read at each use: commands are short-lived).
 fn key() -> Result<Option<Vec<u8>>> {
@@ -44,9 +60,9 @@ fn key() -> Result<Option<Vec<u8>>> {
     Ok(Some(key))
 }
 
-/// The bytes both seals cover: the JSON value without `checksum` and `hmac`, compact. Takes
-/// the value by ownership (documents run to megabytes: no copy) and gives back what it removed.
-fn body(v: &mut serde_json::Value) -> Result<(Vec<u8>, Removed)> {
+/// The bytes an older build's seals cover: the JSON value without `checksum` and `hmac`,
+/// compact (key-sorted, as `serde_json::Value` keeps its members). Gives back what it removed.
+fn canonical_body(v: &mut serde_json::Value) -> Result<(Vec<u8>, Removed)> {
     let removed = match v.as_object_mut() {
         Some(o) => (o.remove("checksum"), o.remove("hmac")),
         None => (None, None),
@@ -55,7 +71,7 @@ fn body(v: &mut serde_json::Value) -> Result<(Vec<u8>, Removed)> {
     Ok((bytes, removed))
 }
 
-/// The `checksum` and `hmac` members [`body`] took out.
+/// The `checksum` and `hmac` members [`canonical_body`] took out.
 type Removed = (Option<serde_json::Value>, Option<serde_json::Value>);
 
 fn mac(key: &[u8]) -> Hmac<Sha256> {
@@ -75,39 +91,43 @@ pub enum KeyedSeal {
     Unverified,
 }
 
-/// Serialises `doc` as compact JSON with a `checksum` member over the rest (and `hmac` when a
-/// key is configured); returns the bytes and the checksum.
+/// Serialises `doc` as compact JSON behind its seals (`checksum`, and `hmac` when a key is
+/// configured); returns the bytes and the checksum.
 ///
 /// Compact, not pretty: a manifest is mostly sample ids, one per line when pretty-printed,
 /// and every request rewrites it (pretty doubled the bytes and the time). `jq .` shows it.
 pub fn seal<T: serde::Serialize>(doc: &T) -> Result<(Vec<u8>, String)> {
-    let mut v = serde_json::to_value(doc).map_err(|e| invalid("sealed document", e.to_string()))?;
-    let (body, _) = body(&mut v)?;
-    let sum = sha256(&body);
-    let keyed = match key()? {
-        Some(k) => {
-            let mut m = mac(&k);
-            m.update(&body);
-            Some(hex(&m.finalize().into_bytes()))
-        }
-        None => None,
+    let json = serde_json::to_vec(doc).map_err(|e| invalid("sealed document", e.to_string()))?;
+    let Some(members) = json.strip_prefix(b"{") else {
+        return Err(invalid("sealed document", "not a JSON object"));
     };
-    // The seals go first, then the body's members: the body is already the compact form of
-    // the rest, so it is not serialised twice (readers sort members anyway).
-    let mut out = format!("{{\"checksum\":\"{sum}\"");
-    if let Some(h) = keyed {
-        out.push_str(&format!(",\"hmac\":\"{h}\""));
+    let mut out = Vec::with_capacity(json.len() + 200);
+    out.extend_from_slice(BYTES_SEAL);
+    let digests = out.len();
+    out.extend_from_slice(&[b'0'; DIGEST_HEX]);
+    out.push(b'"');
+    let keyed = key()?;
+    if keyed.is_some() {
+        out.extend_from_slice(HMAC_MEMBER);
+        out.extend_from_slice(&[b'0'; DIGEST_HEX]);
+        out.push(b'"');
     }
-    let mut out = out.into_bytes();
-    match body.as_slice() {
-        [b'{', b'}'] => out.push(b'}'),
-        [b'{', rest @ ..] => {
-            out.push(b',');
-            out.extend_from_slice(rest);
-        }
-        _ => return Err(invalid("sealed document", "not a JSON object")),
+    // The sealed bytes: the members after a comma (none for an empty object), the newline.
+    let sealed = out.len();
+    if members != b"}" {
+        out.push(b',');
     }
+    out.extend_from_slice(members);
     out.push(b'\n');
+    let sum = sha256(&out[sealed..]);
+    out[digests..digests + DIGEST_HEX].copy_from_slice(sum.as_bytes());
+    if let Some(k) = keyed {
+        let mut m = mac(&k);
+        m.update(&out[sealed..]);
+        let h = hex(&m.finalize().into_bytes());
+        let at = digests + DIGEST_HEX + 1 + HMAC_MEMBER.len();
+        out[at..at + DIGEST_HEX].copy_from_slice(h.as_bytes());
+    }
     Ok((out, sum))
 }
 
@@ -156,33 +176,87 @@ pub fn read_sealed_seal<T: serde::de::DeserializeOwned>(
             });
         }
     };
+    unseal(&bytes, path, format).map(Some)
+}
+
+/// Checks and parses the bytes of a sealed document read from `path`.
+fn unseal<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    path: &Path,
+    format: &'static str,
+) -> Result<(T, KeyedSeal)> {
     let format_err = |e: serde_json::Error| Error::Format {
         path: path.to_path_buf(),
         format,
-        offset: json_offset(&bytes, &e),
+        offset: json_offset(bytes, &e),
         detail: e.to_string(),
     };
-    let mut value: serde_json::Value = serde_json::from_slice(&bytes).map_err(format_err)?;
-    let (body, (checksum, claimed)) = body(&mut value)?;
-    let expected = checksum
-        .as_ref()
-        .and_then(|c| c.as_str())
-        .unwrap_or_default()
-        .to_string();
-    let actual = sha256(&body);
+    let Some(seals) = sealed_over_bytes(bytes) else {
+        // An older build's seal, over the canonical value.
+        let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(format_err)?;
+        let (body, (checksum, claimed)) = canonical_body(&mut value)?;
+        let expected = checksum
+            .as_ref()
+            .and_then(|c| c.as_str())
+            .unwrap_or_default();
+        let claimed = claimed.as_ref().and_then(|h| h.as_str());
+        let seal = check(path, &body, expected, claimed)?;
+        // The document type reads its checksum back (the member was taken out for the body).
+        if let (Some(o), Some(c)) = (value.as_object_mut(), checksum) {
+            o.insert("checksum".into(), c);
+        }
+        return Ok((serde_json::from_value(value).map_err(format_err)?, seal));
+    };
+    let seal = check(path, &bytes[seals.sealed..], seals.checksum, seals.hmac)?;
+    Ok((serde_json::from_slice(bytes).map_err(format_err)?, seal))
+}
+
+/// Where the seals of a document sealed over its bytes lie.
+struct BytesSeals<'a> {
+    checksum: &'a str,
+    hmac: Option<&'a str>,
+    /// Offset of the sealed bytes.
+    sealed: usize,
+}
+
+/// The seals of a document written by [`seal`]; `None` for an older build's document (or
+/// bytes that are neither, which the canonical check then refuses).
+fn sealed_over_bytes(bytes: &[u8]) -> Option<BytesSeals<'_>> {
+    let digest = |at: usize| {
+        let d = bytes.get(at..at + DIGEST_HEX)?;
+        (bytes.get(at + DIGEST_HEX) == Some(&b'"')).then_some(())?;
+        std::str::from_utf8(d).ok()
+    };
+    let at = BYTES_SEAL.len();
+    bytes.starts_with(BYTES_SEAL).then_some(())?;
+    let checksum = digest(at)?;
+    let after = at + DIGEST_HEX + 1;
+    match bytes[after..].starts_with(HMAC_MEMBER) {
+        true => Some(BytesSeals {
+            checksum,
+            hmac: Some(digest(after + HMAC_MEMBER.len())?),
+            sealed: after + HMAC_MEMBER.len() + DIGEST_HEX + 1,
+        }),
+        false => Some(BytesSeals {
+            checksum,
+            hmac: None,
+            sealed: after,
+        }),
+    }
+}
+
+/// Checks the checksum `expected` and the keyed seal `claimed` of the sealed bytes `body`.
+fn check(path: &Path, body: &[u8], expected: &str, claimed: Option<&str>) -> Result<KeyedSeal> {
+    let actual = sha256(body);
     if actual != expected {
         return Err(Error::Checksum {
             path: path.to_path_buf(),
             algo: "sha256 (document body)",
-            expected,
+            expected: expected.to_string(),
             actual,
         });
     }
-    let claimed = claimed
-        .as_ref()
-        .and_then(|h| h.as_str())
-        .map(str::to_string);
-    let seal = match (key()?, claimed) {
+    Ok(match (key()?, claimed) {
         (None, None) => KeyedSeal::Absent,
         (None, Some(_)) => KeyedSeal::Unverified,
         (Some(_), None) => {
@@ -193,7 +267,7 @@ pub fn read_sealed_seal<T: serde::de::DeserializeOwned>(
         }
         (Some(k), Some(h)) => {
             let mut m = mac(&k);
-            m.update(&body);
+            m.update(body);
             // Constant-time comparison of the MAC.
             let bytes: Option<Vec<u8>> = (0..h.len())
                 .step_by(2)
@@ -203,20 +277,14 @@ pub fn read_sealed_seal<T: serde::de::DeserializeOwned>(
                 return Err(Error::Checksum {
                     path: path.to_path_buf(),
                     algo: "hmac-sha256 (keyed seal)",
-                    expected: h,
+                    expected: h.to_string(),
                     // The right MAC would be a forgery kit: never print it.
                     actual: "a different value under the configured key".into(),
                 });
             }
             KeyedSeal::Verified
         }
-    };
-    // The document type reads its checksum back (the member was taken out for the body).
-    if let (Some(o), Some(c)) = (value.as_object_mut(), checksum) {
-        o.insert("checksum".into(), c);
-    }
-    let doc = serde_json::from_value(value).map_err(format_err)?;
-    Ok(Some((doc, seal)))
+    })
 }
 
 /// The byte offset of a JSON error's line and column (0 when the error has no position, as
@@ -245,32 +313,75 @@ mod tests {
         assert!((19..=23).contains(&at), "{at}: {e}");
     }
 
-    /// Sealed JSON must verify after parsing, whatever floats it holds (serde_json's default
-    /// float parser is not correctly rounded; the `float_roundtrip` feature makes it so).
+    /// An older build's seal: the document's canonical value with `checksum` spliced in.
+    fn seal_canonical(doc: &serde_json::Value) -> Vec<u8> {
+        let mut v = doc.clone();
+        let (body, _) = canonical_body(&mut v).expect("body");
+        v["checksum"] = serde_json::Value::String(sha256(&body));
+        serde_json::to_vec_pretty(&v).expect("json")
+    }
+
+    fn unseal_value(bytes: &[u8]) -> Result<serde_json::Value> {
+        unseal(bytes, Path::new("doc.json"), "test JSON").map(|(v, _)| v)
+    }
+
+    /// Sealed JSON must verify after parsing, whatever floats it holds: sealed over its bytes,
+    /// and sealed over its value by an older build (serde_json's default float parser is not
+    /// correctly rounded; the `float_roundtrip` feature makes the second work).
     #[test]
     fn sealed_floats_survive_the_round_trip() {
         let mut state = 7u64;
         for _ in 0..20_000 {
             state = crate::data::split::mix(state);
             let x = (state >> 11) as f64 / (1u64 << 53) as f64 * 1000.0;
-            let (bytes, sum) =
-                seal(&serde_json::json!({ "seconds": x, "n": state })).expect("seal");
-            let mut v: serde_json::Value = serde_json::from_slice(&bytes).expect("parse");
+            let doc = serde_json::json!({ "seconds": x, "n": state });
+            let (bytes, sum) = seal(&doc).expect("seal");
+            let v = unseal_value(&bytes).expect("unseal");
             assert_eq!(v["checksum"].as_str(), Some(sum.as_str()));
             assert_eq!(v["seconds"].as_f64(), Some(x));
-            assert_eq!(sha256(&body(&mut v).expect("body").0), sum, "{x:?}");
+            let old = unseal_value(&seal_canonical(&doc)).expect("an older build's seal");
+            assert_eq!(old["seconds"].as_f64(), Some(x), "{x:?}");
         }
     }
 
-    /// The seal is spliced in front of the body's members: an empty object stays valid JSON,
-    /// and a document that is not an object is refused rather than written unsealed.
+    /// The seals precede the members: an empty object stays valid JSON, and a document that is
+    /// not an object is refused rather than written unsealed.
     #[test]
     fn seals_splice_into_any_object() {
-        let (bytes, sum) = seal(&serde_json::json!({})).expect("seal");
-        let mut v: serde_json::Value = serde_json::from_slice(&bytes).expect("parse");
-        assert_eq!(v["checksum"].as_str(), Some(sum.as_str()));
-        assert_eq!(sha256(&body(&mut v).expect("body").0), sum);
-        assert_eq!(v, serde_json::json!({}));
+        for doc in [serde_json::json!({}), serde_json::json!({"a": [1, 2]})] {
+            let (bytes, sum) = seal(&doc).expect("seal");
+            let mut v = unseal_value(&bytes).expect("unseal");
+            assert_eq!(v["checksum"].as_str(), Some(sum.as_str()));
+            let o = v.as_object_mut().expect("object");
+            o.remove("checksum");
+            o.remove("seal");
+            assert_eq!(v, doc);
+        }
         assert!(seal(&serde_json::json!([1, 2])).is_err());
+    }
+
+    /// Any changed byte fails the check, in the members, in the checksum or in the marker
+    /// (which sends the document to the older check, which refuses it too); so do reformatting
+    /// and a truncated document.
+    #[test]
+    fn every_changed_byte_fails_the_check() {
+        let doc = serde_json::json!({"blocks": [[1, 2, 3], [4, 5]], "name": "run", "x": 0.25});
+        let (bytes, _) = seal(&doc).expect("seal");
+        for at in 0..bytes.len() - 1 {
+            let mut b = bytes.clone();
+            b[at] = if b[at] == b'1' { b'2' } else { b'1' };
+            assert!(
+                unseal_value(&b).is_err(),
+                "byte {at} changed and still verified"
+            );
+        }
+        let pretty =
+            serde_json::to_vec_pretty(&unseal_value(&bytes).expect("unseal")).expect("json");
+        assert!(unseal_value(&pretty).is_err());
+        assert!(unseal_value(&bytes[..bytes.len() - 2]).is_err());
+        let e = unseal_value(&bytes[..bytes.len() / 2])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("doc.json"), "{e}");
     }
 }

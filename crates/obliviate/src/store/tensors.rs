@@ -74,17 +74,29 @@ pub fn write_tensors(dir: &Path, rel: &str, set: &ParamSet, meta: &FileMeta) -> 
         &Precision::F32.encode(set),
         meta,
         Compression::None,
+        Durability::Now,
     )
 }
 
-/// Writes a set in its stored form as `dir/rel` (atomically, creating its folder), compressed
-/// as asked, and returns its reference.
+/// When a written file becomes durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Before the call returns: written to a temporary, fsynced, renamed into place.
+    Now,
+    /// When the document that will reference it commits (see [`atomic::write_unsynced`]):
+    /// only for a name no committed document references.
+    AtCommit,
+}
+
+/// Writes a set in its stored form as `dir/rel` (creating its folder), compressed as asked,
+/// durable as asked, and returns its reference.
 pub fn write_encoded(
     dir: &Path,
     rel: &str,
     set: &EncodedSet,
     meta: &FileMeta,
     compression: Compression,
+    durability: Durability,
 ) -> Result<FileRef> {
     let plain = encode(set, meta)?;
     let path = dir.join(rel);
@@ -98,7 +110,10 @@ pub fn write_encoded(
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).at(parent)?;
     }
-    atomic::write_file(&path, &bytes)?;
+    match durability {
+        Durability::Now => atomic::write_file(&path, &bytes)?,
+        Durability::AtCommit => atomic::write_unsynced(&path, &bytes)?,
+    }
     Ok(FileRef {
         file: rel.to_string(),
         sha256: sha256(&bytes),

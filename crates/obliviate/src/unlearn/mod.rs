@@ -306,7 +306,7 @@ pub fn forget_asks<B: AutodiffBackend>(
                 .ok_or_else(|| invalid("ids", format!("id {id} is in no block")))
         })
         .collect::<Result<_>>()?;
-    chain.check_present()?;
+    chain.check_present_from(affected.first().copied().unwrap_or(1))?;
     let mut ledger = Ledger::open(chain.dir())?;
     ledger.discard_after(chain.manifest().generation)?;
     let opened = start.elapsed().as_secs_f64();
