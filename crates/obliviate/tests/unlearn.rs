@@ -595,3 +595,36 @@ fn a_missing_file_the_request_reads_is_named_before_any_write() {
     std::fs::rename(&hidden, run.join(&before)).unwrap();
     Chain::open(&run.0).unwrap().verify().unwrap();
 }
+
+/// A long-lived writer (the service keeps one) carries on after a failed request: the next
+/// request on the same handle commits, and leaves only the live chain's files.
+#[test]
+fn a_writer_carries_on_after_a_failed_request() {
+    let data = tiny_data();
+    let run = Tmp::new("carry-on");
+    train_tiny(&run.0, &data, ModelKind::MlpSmall, tiny_cfg(13));
+    let mut chain = Chain::open_mut(&run.0).unwrap();
+    let forget = |chain: &mut Chain, id: u64| {
+        obliviate::unlearn::forget::<B>(
+            chain,
+            &data,
+            &[id],
+            &quick(),
+            &Default::default(),
+            &mut NoProgress,
+        )
+    };
+    for nth in [2, 4] {
+        atomic::arm_errno("write:data:", nth, 28);
+        let e = forget(&mut chain, 3).unwrap_err().to_string();
+        atomic::disarm();
+        assert!(e.contains("No space left on device"), "{e}");
+    }
+    let r = forget(&mut chain, 3).unwrap();
+    assert_eq!(r.ids, vec![3]);
+    drop(chain);
+    let c = Chain::open(&run.0).unwrap();
+    c.verify().unwrap();
+    assert_eq!(c.manifest().generation, 1);
+    assert_eq!(chain_files(&run.0).len(), c.manifest().files().len());
+}

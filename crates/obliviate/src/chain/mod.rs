@@ -107,6 +107,9 @@ impl Chain {
         crate::store::require_empty(dir, "a new run")?;
         std::fs::create_dir_all(dir.join(layout::BLOCKS)).at(dir)?;
         let lock = FolderLock::acquire(dir)?;
+        // The run's (empty) request ledger comes with it, so the first request pays no more
+        // than the next (creating it is a few journal commits).
+        ledger::Ledger::open(dir)?;
         let meta = |kind: &str| FileMeta {
             kind: kind.into(),
             ..Default::default()
