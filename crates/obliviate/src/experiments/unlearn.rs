@@ -16,7 +16,7 @@ use crate::error::{IoContext, Result};
 use crate::model::ModelKind;
 use crate::params::ParamSet;
 use crate::train::{NoProgress, TrainSummary, retrain, train};
-use crate::unlearn::{ForgetOptions, Segmentation, StopReason, forget};
+use crate::unlearn::{ForgetOptions, Phases, Segmentation, StopReason, forget};
 
 /// Settings of `bench unlearn`.
 #[derive(Debug, Clone)]
@@ -95,6 +95,8 @@ pub struct UnlearnRow {
     pub bytes_on_disk: u64,
     /// Why the last segment stopped.
     pub stop_rule: StopReason,
+    /// Where the forget seconds went.
+    pub phases: Phases,
 }
 
 /// One of the successive requests of a kind.
@@ -300,6 +302,7 @@ fn request<B: AutodiffBackend>(
         l2_floor: g.theta.distance(&g.floor)?.l2,
         bytes_on_disk,
         stop_rule: r.stop_rule,
+        phases: r.phases,
     })
 }
 
@@ -389,7 +392,7 @@ fn disjoint_requests(data: &Dataset, size: usize, count: usize) -> Vec<Vec<u64>>
 
 fn line(r: &UnlearnRow) -> String {
     format!(
-        "  {:?} {:>4} id(s) {} {}: {} segment(s), {} of the blocks retrained ({} affected), forget {:.2} s, retrain {:.1} s, {:.1}×, acc {:.2} / {:.2} %, loss {:.3} / {:.3} (floor {:.3})",
+        "  {:?} {:>4} id(s) {} {}: {} segment(s), {} of the blocks retrained ({} affected), forget {:.3} s (open {:.1}, restore {:.1}, retrain {:.1}, stitch {:.1}, commit {:.1} ms), retrain {:.1} s, {:.1}×, acc {:.2} / {:.2} %, loss {:.3} / {:.3} (floor {:.3})",
         r.kind,
         r.ids,
         r.placement,
@@ -398,6 +401,11 @@ fn line(r: &UnlearnRow) -> String {
         r.blocks_retrained,
         r.affected_blocks,
         r.forget_seconds,
+        1e3 * r.phases.open,
+        1e3 * r.phases.restore,
+        1e3 * r.phases.retrain,
+        1e3 * r.phases.stitch,
+        1e3 * r.phases.commit,
         r.retrain_seconds,
         r.speedup,
         100.0 * r.unlearned,
