@@ -614,17 +614,61 @@ fn a_writer_carries_on_after_a_failed_request() {
             &mut NoProgress,
         )
     };
+    // The failed requests wrote files of blocks the next request does not touch.
+    let m = chain.manifest().clone();
+    let (early, late) = (m.blocks[1].ids[0], m.blocks[9].ids[0]);
     for nth in [2, 4] {
         atomic::arm_errno("write:data:", nth, 28);
-        let e = forget(&mut chain, 3).unwrap_err().to_string();
+        let e = forget(&mut chain, early).unwrap_err().to_string();
         atomic::disarm();
         assert!(e.contains("No space left on device"), "{e}");
     }
-    let r = forget(&mut chain, 3).unwrap();
-    assert_eq!(r.ids, vec![3]);
+    let r = forget(&mut chain, late).unwrap();
+    assert_eq!((r.ids.clone(), r.first_block), (vec![late], 10));
     drop(chain);
     let c = Chain::open(&run.0).unwrap();
     c.verify().unwrap();
     assert_eq!(c.manifest().generation, 1);
     assert_eq!(chain_files(&run.0).len(), c.manifest().files().len());
+}
+
+/// A writer killed inside a ledger transaction after SQLite synced its journal leaves a hot
+/// journal, which read-only connections cannot roll back: every reader of the ledger (the
+/// service reads it at start) fails until a writer rolls it back, which opening the run does.
+#[test]
+fn the_writer_rolls_back_a_ledger_transaction_a_crash_interrupted() {
+    let data = tiny_data();
+    let run = Tmp::new("hot-journal");
+    train_tiny(&run.0, &data, ModelKind::MlpSmall, tiny_cfg(14));
+    forget_in(&run.0, &data, &[3], &quick()).unwrap();
+    // The files as a crash would leave them: a transaction larger than SQLite's page cache
+    // spills to the database file, which needs the journal synced first; copied mid-way.
+    let (ledger, journal) = (run.join("ledger.sqlite"), run.join("ledger.sqlite-journal"));
+    let crashed = {
+        let c = rusqlite::Connection::open(&ledger).unwrap();
+        c.execute_batch("PRAGMA cache_size = 2; BEGIN;").unwrap();
+        for i in 0..200 {
+            c.execute(
+                "INSERT INTO requests (id, generation, body, sha256) VALUES (?1, ?1, ?2, '')",
+                rusqlite::params![1000 + i, "x".repeat(4000)],
+            )
+            .unwrap();
+        }
+        let files = (
+            std::fs::read(&ledger).unwrap(),
+            std::fs::read(&journal).unwrap(),
+        );
+        c.execute_batch("ROLLBACK;").unwrap();
+        files
+    };
+    std::fs::write(&ledger, &crashed.0).unwrap();
+    std::fs::write(&journal, &crashed.1).unwrap();
+    let e = Ledger::committed(&run.0, 1).unwrap_err().to_string();
+    assert!(e.contains("ledger.sqlite"), "{e}");
+    drop(Chain::open_mut(&run.0).unwrap());
+    assert!(!journal.exists(), "the writer rolled the journal back");
+    let rows = Ledger::committed(&run.0, 1).unwrap();
+    assert_eq!((rows.len(), rows[0].ids.clone()), (1, vec![3]));
+    forget_in(&run.0, &data, &[5], &quick()).unwrap();
+    assert_eq!(Ledger::committed(&run.0, 2).unwrap().len(), 2);
 }

@@ -156,6 +156,24 @@ impl Ledger {
         Ok(rows)
     }
 
+    /// Rolls back what a writer killed inside a ledger transaction left (SQLite's hot
+    /// journal), if anything: read-only connections cannot, so until a writer does, every
+    /// reader of the ledger fails. The run's writer calls it when it opens the run.
+    pub fn recover(run: &Path) -> Result<()> {
+        if !run.join(LEDGER).exists() {
+            return Ok(());
+        }
+        let ledger = Ledger::open(run)?;
+        // Any read rolls a hot journal back.
+        ledger
+            .conn
+            .query_row("SELECT count(*) FROM requests", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map_err(|e| ledger.err(e))?;
+        Ok(())
+    }
+
     /// The ledger of the run in `run` opened read-only (`None` when there is none).
     fn read_only(run: &Path) -> Result<Option<Ledger>> {
         let path = run.join(LEDGER);
@@ -303,6 +321,7 @@ impl Ledger {
             )
             .map_err(e)?;
         }
+        crate::store::atomic::hit("ledger:in-append")?;
         tx.commit().map_err(e)?;
         crate::store::atomic::hit("ledger:after-append")?;
         Ok(stored.last().map(|s| s.2.clone()))

@@ -168,8 +168,9 @@ impl Chain {
         Ok(c)
     }
 
-    /// Opens a run for changing it: takes the folder's exclusive lock (one writer at a time)
-    /// and removes files left by an interrupted commit.
+    /// Opens a run for changing it: takes the folder's exclusive lock (one writer at a time),
+    /// removes files left by an interrupted commit and rolls back an interrupted ledger
+    /// transaction.
     pub fn open_mut(dir: &Path) -> Result<Chain> {
         if !dir.join(layout::MANIFEST).is_file() {
             return Err(not_a_run(dir));
@@ -178,6 +179,7 @@ impl Chain {
         let mut c = Chain::read(dir)?;
         c._lock = Some(lock);
         c.collect_garbage()?;
+        ledger::Ledger::recover(dir)?;
         Ok(c)
     }
 
@@ -510,6 +512,11 @@ impl Chain {
     /// Rereads the committed manifest (the truth on disk, whatever a failed commit left in
     /// memory) and collects the files it does not reference: a failed request's leftovers.
     pub fn reload_and_collect(&mut self) -> Result<()> {
+        // The failed request's files are about to go: the next commit must not wait for them.
+        self.unsynced
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         self.manifest = Chain::read(&self.dir)?.manifest;
         self.collect_garbage()
     }
