@@ -480,33 +480,9 @@ impl Chain {
         self.manifest
             .record_forget(files, shifts, removed, model, receipt)?;
         self.commit()?;
-        self.remove_replaced(before)
-    }
-
-    /// Removes those of `files` (referenced by the generation just replaced) that the
-    /// committed manifest no longer references: after a commit, what the old generation alone
-    /// held, found without listing the folder. Leftovers of interrupted commits are
-    /// [`Chain::collect_garbage`]'s, when the next writer opens the run.
-    fn remove_replaced(&self, files: Vec<String>) -> Result<()> {
-        let Some(_readers_gone) = ReadersGone::try_acquire(&self.dir)? else {
-            return Ok(());
-        };
-        let keep: std::collections::HashSet<&str> = self
-            .manifest
-            .files()
-            .into_iter()
-            .map(|r| r.file.as_str())
-            .collect();
-        for f in files.iter().filter(|f| !keep.contains(f.as_str())) {
-            let path = self.dir.join(f);
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::Io { path, cause: e });
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        // What the old generation alone held, found without listing the folder (leftovers of
+        // interrupted commits are collected when the next writer opens the run).
+        self.remove_unreferenced(before)
     }
 
     /// Rereads the committed manifest (the truth on disk, whatever a failed commit left in
@@ -755,17 +731,9 @@ impl Chain {
     /// one) and blocks it has, are candidates: nothing else in the folder is touched. While a
     /// reader holds the run ([`Chain::open`]) nothing is removed: the next writer collects it.
     pub fn collect_garbage(&self) -> Result<()> {
-        let Some(_readers_gone) = ReadersGone::try_acquire(&self.dir)? else {
-            return Ok(());
-        };
-        let keep: std::collections::HashSet<&str> = self
-            .manifest
-            .files()
-            .into_iter()
-            .map(|r| r.file.as_str())
-            .collect();
         let newest = self.manifest.generation.saturating_add(1);
         let blocks = self.manifest.blocks.len();
+        let mut ours = Vec::new();
         for sub in ["", layout::BLOCKS] {
             let folder = self.dir.join(sub);
             let Ok(entries) = std::fs::read_dir(&folder) else {
@@ -778,12 +746,36 @@ impl Chain {
                 } else {
                     format!("{sub}/{name}")
                 };
-                let ours = layout::parse(&rel).is_some_and(|g| {
+                let engine_named = layout::parse(&rel).is_some_and(|g| {
                     g.generation <= newest && g.block.is_none_or(|b| b >= 1 && b <= blocks)
                 });
-                if ours && !keep.contains(rel.as_str()) && e.path().is_file() {
-                    std::fs::remove_file(e.path()).at(e.path())?;
+                if engine_named && e.path().is_file() {
+                    ours.push(rel);
                 }
+            }
+        }
+        self.remove_unreferenced(ours)
+    }
+
+    /// Removes those of `files` (relative names the engine wrote) that the manifest does not
+    /// reference; nothing while a reader holds the run.
+    fn remove_unreferenced(&self, files: Vec<String>) -> Result<()> {
+        let Some(_readers_gone) = ReadersGone::try_acquire(&self.dir)? else {
+            return Ok(());
+        };
+        let keep: std::collections::HashSet<&str> = self
+            .manifest
+            .files()
+            .into_iter()
+            .map(|r| r.file.as_str())
+            .collect();
+        for f in files.iter().filter(|f| !keep.contains(f.as_str())) {
+            let path = self.dir.join(f);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::Io { path, cause: e });
+                }
+                _ => {}
             }
         }
         Ok(())

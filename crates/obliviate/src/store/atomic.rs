@@ -120,24 +120,7 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = temporary(path);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).at(&tmp)?;
-        hit(&format!("write:data:{name}")).map_err(|e| match e {
-            Error::Io { cause, .. } => Error::Io {
-                path: tmp.clone(),
-                cause,
-            },
-            other => other,
-        })?;
-        f.write_all(bytes).at(&tmp)?;
-        f.sync_all().at(&tmp)?;
-        Ok(())
-    })();
-    if let Err(e) = result {
-        // A full disk must not leave a half-written temporary behind.
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    create(&tmp, &name, bytes, true)?;
     hit(&format!("write:before:{name}"))?;
     std::fs::rename(&tmp, path).at(path)?;
     sync_dir(dir)?;
@@ -155,6 +138,13 @@ pub fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     hit(&format!("write:before:{name}"))?;
+    create(path, &name, bytes, false)?;
+    hit(&format!("write:after:{name}"))
+}
+
+/// Creates `path` holding `bytes` (fsynced when `sync`), reporting the `write:data:{name}`
+/// event; on failure removes what it wrote (a full disk must not stay full).
+fn create(path: &Path, name: &str, bytes: &[u8], sync: bool) -> Result<()> {
     let result = (|| {
         let mut f = std::fs::File::create(path).at(path)?;
         hit(&format!("write:data:{name}")).map_err(|e| match e {
@@ -164,14 +154,16 @@ pub fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
             },
             other => other,
         })?;
-        f.write_all(bytes).at(path)
+        f.write_all(bytes).at(path)?;
+        if sync {
+            f.sync_all().at(path)?;
+        }
+        Ok(())
     })();
-    if let Err(e) = result {
-        // A full disk must not stay full.
+    if result.is_err() {
         let _ = std::fs::remove_file(path);
-        return Err(e);
     }
-    hit(&format!("write:after:{name}"))
+    result
 }
 
 /// Makes files written by [`write_unsynced`] durable: fsyncs each, then each folder holding
