@@ -466,15 +466,7 @@ impl Manifest {
 
     /// Every file the manifest references.
     pub fn files(&self) -> Vec<&FileRef> {
-        let mut v = vec![&self.theta0, &self.opt0];
-        for b in &self.blocks {
-            v.extend(b.delta.iter());
-            v.extend(b.opt.iter());
-            v.extend(b.theta.iter());
-        }
-        v.extend(self.shifts.values());
-        v.extend(self.model_file.iter());
-        v
+        self.files_after_keyframe(0)
     }
 
     /// The files a request whose first affected block is `first` may read: from the keyframe
@@ -482,7 +474,12 @@ impl Manifest {
     /// model. Blocks before that keyframe are neither read nor rewritten.
     pub fn files_read_from(&self, first: usize) -> Vec<&FileRef> {
         let anchor = self.opt_anchor(first.saturating_sub(1));
-        let from = self.keyframe_at_or_before(anchor).map_or(0, |(k, _)| k);
+        self.files_after_keyframe(self.keyframe_at_or_before(anchor).map_or(0, |(k, _)| k))
+    }
+
+    /// The files of blocks `from..` (θ_0 and o_0 too when `from` is 0), the shift tree's and
+    /// the served model.
+    fn files_after_keyframe(&self, from: usize) -> Vec<&FileRef> {
         let mut v = match from {
             0 => vec![&self.theta0, &self.opt0],
             _ => Vec::new(),
