@@ -119,7 +119,7 @@ pub fn run<B: AutodiffBackend>(
             loss = loss.mul_scalar(c.beta) - lf.mul_scalar(1.0 - c.beta);
         }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = opt.step(model, grads);
+        model = opt.step(model, grads)?;
     }
     Ok(extract(&model))
 }

@@ -9,6 +9,7 @@
 pub mod layout;
 pub mod ledger;
 pub mod manifest;
+mod pending;
 pub mod receipts;
 pub mod shifts;
 
@@ -23,7 +24,6 @@ pub use shifts::Shifts;
 use crate::data::Dataset;
 use crate::error::{Error, IoContext, Result};
 use crate::params::{EncodedSet, FileMeta, ParamSet};
-use crate::store::atomic::sync_files;
 use crate::store::sealed::{KeyedSeal, read_sealed_seal, seal};
 use crate::store::tensors::{
     Durability, check_present, copy_referenced, read_tensors, write_encoded, write_tensors,
@@ -44,7 +44,7 @@ pub struct Chain {
     read: AtomicU64,
     /// Files of the next generation written since the last commit and not yet durable: the
     /// commit fsyncs them before the manifest that references them.
-    unsynced: Mutex<Vec<PathBuf>>,
+    unsynced: Mutex<pending::Pending>,
 }
 
 /// A run's bytes on disk by kind.
@@ -418,6 +418,15 @@ impl Chain {
         Ok(r)
     }
 
+    /// Starts making the files written since the last commit durable on a background thread
+    /// (the commit waits for it): a request calls it once its training is done.
+    pub fn sync_ahead(&self) {
+        self.unsynced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sync_ahead();
+    }
+
     /// Records block `block`'s files in the in-memory manifest (training; see [`Chain::commit`]).
     pub fn set_block(&mut self, block: usize, files: BlockFiles) {
         self.manifest.set_block(block, files);
@@ -443,7 +452,7 @@ impl Chain {
         let unsynced = std::mem::take(self.unsynced.get_mut().unwrap_or_else(|p| p.into_inner()));
         let manifest = &self.manifest;
         let (synced, sealed) = std::thread::scope(|s| {
-            let sync = (!unsynced.is_empty()).then(|| s.spawn(|| sync_files(&unsynced)));
+            let sync = (!unsynced.is_empty()).then(|| s.spawn(move || unsynced.sync_all()));
             let sealed = seal(manifest);
             let synced = sync.map_or(Ok(()), |h| {
                 h.join()
@@ -578,6 +587,17 @@ impl Chain {
         };
         let (set, meta) = self.read_set(r)?;
         Ok((set, meta.step))
+    }
+
+    /// The keyframe file of block `block`, without its shift (see [`Shifts::theta_at`]).
+    pub fn keyframe(&self, block: usize) -> Result<ParamSet> {
+        let r = self
+            .manifest
+            .blocks
+            .get(block.wrapping_sub(1))
+            .and_then(|b| b.theta.as_ref())
+            .ok_or_else(|| chain_err(&self.dir, format!("block {block} has no keyframe")))?;
+        Ok(self.read_set(r)?.0)
     }
 
     /// The served model, read from its file.

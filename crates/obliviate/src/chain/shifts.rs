@@ -81,6 +81,26 @@ impl<'c> Shifts<'c> {
         block / self.every - 1
     }
 
+    /// Reads the committed nodes of `nodes` not read yet, in parallel (a request reads a
+    /// keyframe's O(log n) nodes at once: they are independent files).
+    fn prefetch(&mut self, nodes: impl IntoIterator<Item = usize>) -> Result<()> {
+        use rayon::prelude::*;
+        let stored = &self.chain.manifest().shifts;
+        let missing: Vec<usize> = nodes
+            .into_iter()
+            .filter(|n| !self.committed.contains_key(n))
+            .collect();
+        let read: Vec<(usize, Option<ParamSet>)> = missing
+            .into_par_iter()
+            .map(|node| match stored.get(&node) {
+                Some(r) => Ok((node, Some(self.chain.read_set(r)?.0))),
+                None => Ok((node, None)),
+            })
+            .collect::<Result<_>>()?;
+        self.committed.extend(read);
+        Ok(())
+    }
+
     fn committed_node(&mut self, node: usize) -> Result<Option<&ParamSet>> {
         if !self.committed.contains_key(&node) {
             let value = match self.chain.manifest().shifts.get(&node) {
@@ -94,7 +114,9 @@ impl<'c> Shifts<'c> {
 
     fn sum(&mut self, block: usize, pending: bool) -> Result<Option<ParamSet>> {
         let mut acc: Option<ParamSet> = None;
-        for node in path(self.n, self.leaf(block)).collect::<Vec<_>>() {
+        let nodes: Vec<usize> = path(self.n, self.leaf(block)).collect();
+        self.prefetch(nodes.iter().copied())?;
+        for node in nodes {
             let value = match self.changed.get(&node) {
                 Some(v) if pending => Some(v),
                 _ => self.committed_node(node)?,
@@ -118,19 +140,8 @@ impl<'c> Shifts<'c> {
     /// θ at keyframe block `block` by the committed chain (`pending` false) or by the one this
     /// request builds: its keyframe file plus its shift.
     pub fn theta_at(&mut self, block: usize, pending: bool) -> Result<ParamSet> {
-        let key = self.keyframe(block)?;
+        let key = self.chain.keyframe(block)?;
         self.shifted(key, block, pending)
-    }
-
-    /// The keyframe file of block `block`, without its shift.
-    pub fn keyframe(&self, block: usize) -> Result<ParamSet> {
-        let r = self.chain.manifest().blocks[block - 1]
-            .theta
-            .as_ref()
-            .ok_or_else(|| {
-                super::chain_err(self.chain.dir(), format!("block {block} has no keyframe"))
-            })?;
-        Ok(self.chain.read_set(r)?.0)
     }
 
     /// `key`, the keyframe of block `block`, plus its shift (see [`Shifts::theta_at`]).
@@ -143,7 +154,10 @@ impl<'c> Shifts<'c> {
 
     /// Shifts the keyframes at blocks `first..=last` (both keyframe blocks) by `offset`.
     pub fn add(&mut self, first: usize, last: usize, offset: &ParamSet) -> Result<()> {
-        for node in cover(self.n, self.leaf(first), self.leaf(last)) {
+        let nodes = cover(self.n, self.leaf(first), self.leaf(last));
+        // The last keyframe's path is read next (to shift it): fetch it with the cover.
+        self.prefetch(nodes.iter().copied().chain(path(self.n, self.leaf(last))))?;
+        for node in nodes {
             let value = match self.changed.remove(&node) {
                 Some(v) => Some(v),
                 None => self.committed_node(node)?.cloned(),
@@ -163,8 +177,9 @@ impl<'c> Shifts<'c> {
 
     /// Writes the changed nodes as files of generation `generation` (not yet referenced).
     pub fn write(self, generation: u64) -> Result<Vec<(usize, FileRef)>> {
+        use rayon::prelude::*;
         self.changed
-            .iter()
+            .par_iter()
             .map(|(&node, v)| Ok((node, self.chain.write_shift(node, generation, v)?)))
             .collect()
     }

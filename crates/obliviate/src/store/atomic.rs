@@ -169,16 +169,28 @@ fn create(path: &Path, name: &str, bytes: &[u8], sync: bool) -> Result<()> {
 /// Makes files written by [`write_unsynced`] durable: fsyncs each, then each folder holding
 /// them once (one journal commit per file instead of two, and no renames).
 pub fn sync_files(paths: &[std::path::PathBuf]) -> Result<()> {
-    let mut dirs = std::collections::BTreeSet::new();
-    for p in paths {
-        std::fs::File::open(p).and_then(|f| f.sync_all()).at(p)?;
-        dirs.insert(
+    sync_contents(paths)?;
+    hit("sync:files")?;
+    sync_folders(paths)
+}
+
+/// Fsyncs each file of `paths` (not their folders: see [`sync_folders`]).
+pub fn sync_contents(paths: &[std::path::PathBuf]) -> Result<()> {
+    paths
+        .iter()
+        .try_for_each(|p| std::fs::File::open(p).and_then(|f| f.sync_all()).at(p))
+}
+
+/// Fsyncs each folder holding one of `paths` once, so their names are durable.
+pub fn sync_folders(paths: &[std::path::PathBuf]) -> Result<()> {
+    let dirs: std::collections::BTreeSet<&Path> = paths
+        .iter()
+        .map(|p| {
             p.parent()
                 .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new(".")),
-        );
-    }
-    hit("sync:files")?;
+                .unwrap_or(Path::new("."))
+        })
+        .collect();
     dirs.into_iter().try_for_each(sync_dir)
 }
 

@@ -175,7 +175,7 @@ impl<'a, B: AutodiffBackend> BlockTrainer<'a, B> {
                     self.cfg.micro_batches,
                     &self.device,
                 )?;
-                model = self.opt.step(model, grads);
+                model = self.opt.step(model, grads)?;
                 after_step(batch_ids, &model)?;
             }
         }

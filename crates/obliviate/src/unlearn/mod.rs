@@ -306,9 +306,7 @@ pub fn forget_asks<B: AutodiffBackend>(
                 .ok_or_else(|| invalid("ids", format!("id {id} is in no block")))
         })
         .collect::<Result<_>>()?;
-    chain.check_present_from(affected.first().copied().unwrap_or(1))?;
     let mut ledger = Ledger::open(chain.dir())?;
-    ledger.discard_after(chain.manifest().generation)?;
     let opened = start.elapsed().as_secs_f64();
     let plan = Plan {
         asks,
@@ -370,6 +368,8 @@ fn carry_out<B: AutodiffBackend>(
         false => None,
     };
     let eval_seconds = eval_start.elapsed().as_secs_f64();
+    // Rows a crash left past the committed generation go before this request's is added.
+    ledger.discard_after(chain.manifest().generation)?;
     let earlier = ledger.list(chain.manifest().generation)?;
     let request = earlier.last().map_or(1, |r| r.id + 1);
     let last = replayed.segments.last();
@@ -697,7 +697,8 @@ pub struct Replay {
 /// before its last affected block), and stitches the stored increments between segments and
 /// after the last. With an empty `removed` every residual is exactly zero and the model is
 /// unchanged. The stored chain is folded alongside from the same reads and must equal the
-/// served model, or nothing is built on it.
+/// served model, or nothing is built on it. Every file the request may read is checked to be
+/// present before its first write.
 #[allow(clippy::too_many_arguments)]
 pub fn replay<B: AutodiffBackend>(
     chain: &Chain,
@@ -719,22 +720,39 @@ pub fn replay<B: AutodiffBackend>(
     let generation = m.next_generation()?;
     let t0 = Instant::now();
     // Restore θ_{d−1} (the chain's definition) and o_{d−1} (stored, or replayed from the latest
-    // stored state when the chain stores states every few blocks).
-    let mut shifts = Shifts::new(chain);
-    let theta = chain.theta_in(d - 1, &mut shifts)?;
-    // The committed chain's θ (its own definition), advanced alongside from the same reads: it
-    // must end at the served model, or the request would build on (and launder) a corrupt
-    // chain.
-    let mut original = theta.clone();
-    let a = m.opt_anchor(d - 1);
-    // θ_a is read only when there is something to replay (every state stored: a = d − 1).
-    let theta_a = match a == d - 1 {
-        true => theta.clone(),
-        false => chain.theta_in(a, &mut shifts)?,
-    };
-    let (opt, step) = replay_state::<B>(chain, data, theta_a, a, d - 1, device)?;
+    // stored state when the chain stores states every few blocks), while another thread checks
+    // that every file the request may read is present: a missing one is named before any write.
+    let (present, restored) = std::thread::scope(|s| {
+        let check = s.spawn(|| chain.check_present_from(d));
+        let restored = (|| -> Result<_> {
+            let mut shifts = Shifts::new(chain);
+            let theta = chain.theta_in(d - 1, &mut shifts)?;
+            let a = m.opt_anchor(d - 1);
+            // θ_a is read only when there is something to replay (every state stored: a = d − 1).
+            let theta_a = match a == d - 1 {
+                true => theta.clone(),
+                false => chain.theta_in(a, &mut shifts)?,
+            };
+            let (opt, step) = replay_state::<B>(chain, data, theta_a, a, d - 1, device)?;
+            // The committed chain's θ (its own definition), advanced alongside from the same
+            // reads: it must end at the served model, or the request would build on (and
+            // launder) a corrupt chain.
+            let original = theta.clone();
+            let trainer =
+                BlockTrainer::<B>::new(data, m.model, m.config, theta, &opt, step, device)?;
+            Ok((shifts, original, a, trainer))
+        })();
+        let present = check.join().unwrap_or_else(|_| {
+            Err(invalid(
+                "run",
+                "the thread checking the run's files panicked",
+            ))
+        });
+        (present, restored)
+    });
+    present?;
+    let (mut shifts, mut original, a, mut trainer) = restored?;
     let mut replayed = d - 1 - a;
-    let mut trainer = BlockTrainer::<B>::new(data, m.model, m.config, theta, &opt, step, device)?;
     let mut files = Vec::new();
     let mut restore = t0.elapsed().as_secs_f64();
     let mut stitch = 0.0;
@@ -885,6 +903,8 @@ pub fn replay<B: AutodiffBackend>(
         k += 1;
     }
     progress.finish();
+    // Training is over: the disk makes the new files durable while the CPU stitches.
+    chain.sync_ahead();
     let t = Instant::now();
     let model = stitch_gap(
         chain,
@@ -966,8 +986,11 @@ fn stitch_gap(
         return Ok(theta);
     };
     let last = last.unwrap_or(first);
-    shifts.add(first, last, &retrained.sub(original)?)?;
-    let key = shifts.keyframe(last)?;
+    let offset = retrained.sub(original)?;
+    // The last keyframe is read while the cover's nodes are (independent files).
+    let (key, added) = rayon::join(|| chain.keyframe(last), || shifts.add(first, last, &offset));
+    added?;
+    let key = key?;
     *original = shifts.shifted(key.clone(), last, false)?;
     let mut theta = shifts.shifted(key, last, true)?;
     theta.check_finite(&format!("keyframe {last} shifted by the stitch offset"))?;
