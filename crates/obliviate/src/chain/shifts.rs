@@ -102,13 +102,7 @@ impl<'c> Shifts<'c> {
     }
 
     fn committed_node(&mut self, node: usize) -> Result<Option<&ParamSet>> {
-        if !self.committed.contains_key(&node) {
-            let value = match self.chain.manifest().shifts.get(&node) {
-                Some(r) => Some(self.chain.read_set(r)?.0),
-                None => None,
-            };
-            self.committed.insert(node, value);
-        }
+        self.prefetch([node])?;
         Ok(self.committed.get(&node).and_then(Option::as_ref))
     }
 

@@ -3,7 +3,8 @@
 //! Every file obliviate writes goes through [`write_file`] (a temporary sibling is written and
 //! fsynced, renamed over the target, and the folder is fsynced: a crash leaves either the old
 //! file or the new one), or, for a name no committed document references yet, through
-//! [`write_unsynced`] and then [`sync_files`] before the document that references it.
+//! [`write_unsynced`] and then [`sync_contents`] and [`sync_folders`] before the document that
+//! references it.
 //! Failpoints fire just before and just after each write, so tests can stop an operation at
 //! every write and check what is left.
 
@@ -129,8 +130,8 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Writes `bytes` as a new file at `path` without syncing it: for files no manifest references
-/// yet (the next generation's), which [`sync_files`] makes durable together before the manifest
-/// that references them is written. No temporary and no rename: until that manifest commits,
+/// yet (the next generation's), which [`sync_contents`] and [`sync_folders`] make durable
+/// together before the manifest that references them is written. No temporary and no rename: until that manifest commits,
 /// a torn file is an unreferenced one, which the next writer collects.
 pub fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
@@ -166,15 +167,9 @@ fn create(path: &Path, name: &str, bytes: &[u8], sync: bool) -> Result<()> {
     result
 }
 
-/// Makes files written by [`write_unsynced`] durable: fsyncs each, then each folder holding
-/// them once (one journal commit per file instead of two, and no renames).
-pub fn sync_files(paths: &[std::path::PathBuf]) -> Result<()> {
-    sync_contents(paths)?;
-    hit("sync:files")?;
-    sync_folders(paths)
-}
-
-/// Fsyncs each file of `paths` (not their folders: see [`sync_folders`]).
+/// Fsyncs each file of `paths` written by [`write_unsynced`] (not their folders: see
+/// [`sync_folders`], once for all of them: one journal commit per file instead of two, and no
+/// renames).
 pub fn sync_contents(paths: &[std::path::PathBuf]) -> Result<()> {
     paths
         .iter()
