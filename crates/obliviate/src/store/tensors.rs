@@ -200,8 +200,8 @@ fn unpack(bytes: &[u8], n: u64, path: &Path) -> Result<Vec<u8>> {
 }
 
 /// Copies the files `refs` name (and `extra` plain files, where present) from folder `src` into
-/// `dst`, which must be absent or empty, and returns `dst`'s writer lock; the caller writes
-/// its manifest last. Each copy is checked against its recorded hash, so a fork of a corrupt
+/// `dst`, which must be absent or empty, makes them durable (fsynced, then their folders) and
+/// returns `dst`'s writer lock; the caller writes its manifest last. Each copy is checked against its recorded hash, so a fork of a corrupt
 /// folder fails instead of spreading the corruption.
 pub fn copy_referenced<'a>(
     src: &Path,
@@ -212,7 +212,7 @@ pub fn copy_referenced<'a>(
     super::require_empty(dst, "a copy")?;
     std::fs::create_dir_all(dst).at(dst)?;
     let lock = super::FolderLock::acquire(dst)?;
-    let mut folders = std::collections::BTreeSet::new();
+    let mut written = Vec::new();
     for r in refs {
         let from = src.join(&r.file);
         let bytes = std::fs::read(&from).at(&from)?;
@@ -228,18 +228,20 @@ pub fn copy_referenced<'a>(
         let to = dst.join(&r.file);
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent).at(parent)?;
-            folders.insert(parent.to_path_buf());
         }
-        std::fs::write(&to, &bytes).at(&to)?;
+        atomic::write_unsynced(&to, &bytes)?;
+        written.push(to);
     }
     for name in extra {
         let from = src.join(name);
         if from.exists() {
-            std::fs::copy(&from, dst.join(name)).at(dst.join(name))?;
+            let to = dst.join(name);
+            std::fs::copy(&from, &to).at(&to)?;
+            written.push(to);
         }
     }
-    for f in &folders {
-        atomic::sync_dir(f)?;
-    }
+    // Durable before the caller writes the manifest that names them.
+    atomic::sync_contents(&written)?;
+    atomic::sync_folders(&written)?;
     Ok(lock)
 }
