@@ -201,8 +201,9 @@ fn unpack(bytes: &[u8], n: u64, path: &Path) -> Result<Vec<u8>> {
 
 /// Copies the files `refs` name (and `extra` plain files, where present) from folder `src` into
 /// `dst`, which must be absent or empty, makes them durable (fsynced, then their folders) and
-/// returns `dst`'s writer lock; the caller writes its manifest last. Each copy is checked against its recorded hash, so a fork of a corrupt
-/// folder fails instead of spreading the corruption.
+/// returns `dst`'s writer lock; the caller writes its manifest last. Each copy is checked
+/// against its recorded hash, so a fork of a corrupt folder fails instead of spreading the
+/// corruption.
 pub fn copy_referenced<'a>(
     src: &Path,
     dst: &Path,
