@@ -232,3 +232,73 @@ fn a_run_refuses_other_data_and_parameters_of_another_model() {
     .to_string();
     assert!(e.contains("already holds a run"), "{e}");
 }
+
+/// (inode, file) for each file the manifest of `run` references.
+#[cfg(unix)]
+fn inodes(run: &std::path::Path) -> Vec<(u64, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let chain = Chain::open(run).unwrap();
+    chain
+        .manifest()
+        .files()
+        .iter()
+        .map(|r| {
+            (
+                std::fs::metadata(run.join(&r.file)).unwrap().ino(),
+                r.file.clone(),
+            )
+        })
+        .collect()
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fork_shares_its_sources_files_and_a_request_there_leaves_the_source_as_it_was() {
+    let data = tiny_data();
+    let (src, fork) = (Tmp::new("fork-src"), Tmp::new("fork-dst"));
+    train_tiny(&src.0, &data, ModelKind::Lenet5, tiny_cfg(3));
+    let (files, manifest) = (
+        chain_files(&src.0),
+        std::fs::read(src.join("manifest.json")).unwrap(),
+    );
+    Chain::open(&src.0).unwrap().copy_to(&fork.0).unwrap();
+    assert_eq!(inodes(&src.0), inodes(&fork.0), "every file is linked");
+    forget_in(&fork.0, &data, &[3, 40], &eager()).unwrap();
+    forget_in(&fork.0, &data, &[77], &eager()).unwrap();
+    assert_eq!(
+        chain_files(&src.0),
+        files,
+        "the source's files are unchanged"
+    );
+    assert_eq!(std::fs::read(src.join("manifest.json")).unwrap(), manifest);
+    Chain::open(&src.0).unwrap().verify().unwrap();
+    Chain::open(&fork.0).unwrap().verify().unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn a_file_that_cannot_be_linked_is_copied() {
+    let data = tiny_data();
+    let (src, fork) = (Tmp::new("fork-exdev-src"), Tmp::new("fork-exdev-dst"));
+    train_tiny(&src.0, &data, ModelKind::MlpSmall, tiny_cfg(4));
+    let chain = Chain::open(&src.0).unwrap();
+    // EXDEV: the fork's folder is on another file system than its source.
+    atomic::arm_errno("link:", 2, 18);
+    chain.copy_to(&fork.0).unwrap();
+    assert!(!atomic::disarm(), "the second link was refused");
+    let (a, b) = (inodes(&src.0), inodes(&fork.0));
+    let differ: Vec<&String> = a
+        .iter()
+        .zip(&b)
+        .filter(|(x, y)| x != y)
+        .map(|(x, _)| &x.1)
+        .collect();
+    assert_eq!(differ.len(), 1, "one copy, the rest links: {differ:?}");
+    Chain::open(&fork.0).unwrap().verify().unwrap();
+    assert!(
+        chain
+            .served()
+            .unwrap()
+            .bit_identical(&Chain::open(&fork.0).unwrap().served().unwrap())
+    );
+}

@@ -273,7 +273,8 @@ impl Sisa {
         Ok(())
     }
 
-    /// Copies the committed ensemble into `dst` (absent or empty), manifest last.
+    /// Forks the committed ensemble into `dst` (absent or empty; checkpoints linked, see
+    /// [`copy_referenced`]), manifest last.
     pub fn copy_to(&self, dst: &Path) -> Result<Sisa> {
         let lock = copy_referenced(&self.dir, dst, self.manifest.files(), &[])?;
         let mut copy = Sisa {

@@ -727,8 +727,9 @@ impl Chain {
         b
     }
 
-    /// Copies the committed run (referenced files, ledger, manifest last) into `dst`, which
-    /// must be absent or empty; the copy is a run of its own (benchmarks fork a trained run).
+    /// Forks the committed run into `dst`, which must be absent or empty: its files linked
+    /// (see [`copy_referenced`]), the ledger copied, the manifest last. The fork is a run of
+    /// its own (benchmarks fork a trained run before each request).
     pub fn copy_to(&self, dst: &Path) -> Result<Chain> {
         let lock = copy_referenced(&self.dir, dst, self.manifest.files(), &[layout::LEDGER])?;
         std::fs::create_dir_all(dst.join(layout::BLOCKS)).at(dst)?;

@@ -4,7 +4,7 @@
 //! fsynced, renamed over the target, and the folder is fsynced: a crash leaves either the old
 //! file or the new one), or, for a name no committed document references yet, through
 //! [`write_unsynced`] and then [`sync_contents`] and [`sync_folders`] before the document that
-//! references it.
+//! references it; a fork names its source's files through [`link`].
 //! Failpoints fire just before and just after each write, so tests can stop an operation at
 //! every write and check what is left.
 
@@ -143,11 +143,37 @@ pub fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
     hit(&format!("write:after:{name}"))
 }
 
+/// Makes `to` a second name of the file at `from` (a fork sharing its source's immutable
+/// files), reporting the `link:{name}` event; the caller makes `to`'s folder durable.
+pub fn link(from: &Path, to: &Path) -> Result<()> {
+    let name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    hit(&format!("link:{name}"))?;
+    std::fs::hard_link(from, to).at(to)
+}
+
 /// Creates `path` holding `bytes` (fsynced when `sync`), reporting the `write:data:{name}`
-/// event; on failure removes what it wrote (a full disk must not stay full).
+/// event; on failure removes what it wrote (a full disk must not stay full). The file is
+/// always a new inode: a name left at `path` (an interrupted commit's leftover, which may be
+/// a link another run shares) is unlinked first, never written through.
 fn create(path: &Path, name: &str, bytes: &[u8], sync: bool) -> Result<()> {
     let result = (|| {
-        let mut f = std::fs::File::create(path).at(path)?;
+        let new = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+        };
+        let mut f = match new() {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                std::fs::remove_file(path).at(path)?;
+                new()
+            }
+            other => other,
+        }
+        .at(path)?;
         hit(&format!("write:data:{name}")).map_err(|e| match e {
             Error::Io { cause, .. } => Error::Io {
                 path: path.to_path_buf(),
@@ -246,6 +272,25 @@ mod tests {
         assert!(write_file(&p, b"new").is_err());
         assert_eq!(std::fs::read(&p).unwrap(), b"new");
         assert!(!disarm());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_new_file_never_writes_through_a_name_another_run_shares() {
+        let dir = std::env::temp_dir().join(format!("obl-atomic-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (shared, here) = (dir.join("shared"), dir.join("here"));
+        write_file(&shared, b"committed elsewhere").unwrap();
+        link(&shared, &here).unwrap();
+        write_unsynced(&here, b"new").unwrap();
+        assert_eq!(std::fs::read(&shared).unwrap(), b"committed elsewhere");
+        assert_eq!(std::fs::read(&here).unwrap(), b"new");
+        // A leftover temporary that is a shared link.
+        let target = dir.join("target");
+        link(&shared, &temporary(&target)).unwrap();
+        write_file(&target, b"renamed over").unwrap();
+        assert_eq!(std::fs::read(&shared).unwrap(), b"committed elsewhere");
+        assert_eq!(std::fs::read(&target).unwrap(), b"renamed over");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

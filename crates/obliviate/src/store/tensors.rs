@@ -199,11 +199,18 @@ fn unpack(bytes: &[u8], n: u64, path: &Path) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Copies the files `refs` name (and `extra` plain files, where present) from folder `src` into
-/// `dst`, which must be absent or empty, makes them durable (fsynced, then their folders) and
-/// returns `dst`'s writer lock; the caller writes its manifest last. Each copy is checked
-/// against its recorded hash, so a fork of a corrupt folder fails instead of spreading the
-/// corruption.
+/// Forks the files `refs` name (and copies `extra` plain files, where present) from folder
+/// `src` into `dst`, which must be absent or empty, makes them durable and returns `dst`'s
+/// writer lock; the caller writes its manifest last. Each file is checked against its
+/// recorded hash, so a fork of a corrupt folder fails instead of spreading the corruption.
+///
+/// A referenced file is hard-linked, not copied: the engine never writes through a name it
+/// has referenced (files are immutable once a manifest names them, and [`atomic`] writes new
+/// files under fresh inodes), so the fork and its source can share them; a fork is then
+/// metadata, and a request forked from a large run does not start behind the disk writing
+/// a copy of it. Where linking fails (another file system, no link support), the file is
+/// copied and fsynced. `extra` files (the ledger, which SQLite writes in place) are always
+/// copied.
 pub fn copy_referenced<'a>(
     src: &Path,
     dst: &Path,
@@ -213,7 +220,7 @@ pub fn copy_referenced<'a>(
     super::require_empty(dst, "a copy")?;
     std::fs::create_dir_all(dst).at(dst)?;
     let lock = super::FolderLock::acquire(dst)?;
-    let mut written = Vec::new();
+    let (mut linked, mut copied) = (Vec::new(), Vec::new());
     for r in refs {
         let from = src.join(&r.file);
         let bytes = std::fs::read(&from).at(&from)?;
@@ -230,19 +237,26 @@ pub fn copy_referenced<'a>(
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent).at(parent)?;
         }
-        atomic::write_unsynced(&to, &bytes)?;
-        written.push(to);
+        match atomic::link(&from, &to) {
+            Ok(()) => linked.push(to),
+            Err(_) => {
+                atomic::write_unsynced(&to, &bytes)?;
+                copied.push(to);
+            }
+        }
     }
     for name in extra {
         let from = src.join(name);
         if from.exists() {
             let to = dst.join(name);
             std::fs::copy(&from, &to).at(&to)?;
-            written.push(to);
+            copied.push(to);
         }
     }
-    // Durable before the caller writes the manifest that names them.
-    atomic::sync_contents(&written)?;
-    atomic::sync_folders(&written)?;
+    // Durable before the caller writes the manifest that names them: copies' contents (a
+    // link's are its source's, durable since the source committed), then every name.
+    atomic::sync_contents(&copied)?;
+    linked.append(&mut copied);
+    atomic::sync_folders(&linked)?;
     Ok(lock)
 }
