@@ -109,8 +109,8 @@ impl OptimConfig {
 
 /// Trainable tensors of at most this many elements share one flat group; larger ones are groups
 /// of their own. A group costs one op per term of the rule per step, and joining a tensor into
-/// a group costs copying it and its gradient: around 2^15 elements the two are even (libtorch,
-/// this VM: an op's dispatch ~5 µs, a copy ~1 ns per element).
+/// a group costs copying it and its gradient each step: by estimate (an op's dispatch a few µs
+/// on libtorch, a copy about a nanosecond per element) the two are even near 2^15 elements.
 const GROUPED_UP_TO: usize = 1 << 15;
 
 /// Optimizer state on the device, plus the step.
