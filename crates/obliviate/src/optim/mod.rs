@@ -115,7 +115,7 @@ const GROUPED_UP_TO: usize = 1 << 15;
 
 /// Optimizer state on the device, plus the step.
 ///
-/// The trainable tensors are updated in groups (see [`GROUPED_UP_TO`]): the small ones together,
+/// The trainable tensors are updated in groups (see `GROUPED_UP_TO`): the small ones together,
 /// each slot (momentum; Adam's two moments) of a group one flat tensor, so a step costs one op
 /// per term of the rule and group rather than per term and tensor (LeNet-5's Adam step: 24 ops
 /// instead of 120), without copying the large tensors (a flat layout over all of them slowed

@@ -78,7 +78,7 @@ pub struct StopDecision {
 /// One segment's residual series, as the rule sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Series<'a> {
-    /// r of every block retrained in the segment, in order (r[0] = the segment's first block).
+    /// r of every block retrained in the segment, in order (`r[0]` = the segment's first block).
     pub all: &'a [f64],
     /// ‖δ_k‖₁ of the stored increment each residual compares with.
     pub norms: &'a [f64],
