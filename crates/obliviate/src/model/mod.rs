@@ -22,10 +22,10 @@ pub use resnet::ResNet18;
 
 use crate::error::{Result, invalid};
 
-/// `t` as a `U` when it is one, else `t` back: how the models take burn-flex's fast paths
-/// ([`conv`], [`tanh`]) while staying generic over the backend.
+/// `t` as a `U` when it is one, else `t` back: how the models ([`conv`], [`tanh`]) and the
+/// optimizer take burn-flex's fast paths while staying generic over the backend.
 #[cfg(feature = "flex")]
-fn cast<T: 'static, U: 'static>(t: T) -> std::result::Result<U, T> {
+pub(crate) fn cast<T: 'static, U: 'static>(t: T) -> std::result::Result<U, T> {
     let boxed: Box<dyn std::any::Any> = Box::new(t);
     match boxed.downcast::<U>() {
         Ok(u) => Ok(*u),

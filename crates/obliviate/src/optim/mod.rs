@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, invalid};
 use crate::params::{NamedTensor, ParamSet};
 
+#[cfg(feature = "flex")]
+mod flex;
+
 /// Which update rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -354,6 +357,24 @@ impl<B: Backend> Optimizer<B> {
 
 /// The rule's update of the parameters `p` with gradient `g`, advancing the group's `slots`.
 fn update<B: Backend>(
+    cfg: OptimConfig,
+    lr: f64,
+    t: i32,
+    p: Tensor<B, 1>,
+    g: Tensor<B, 1>,
+    slots: &mut [Tensor<B, 1>],
+) -> Tensor<B, 1> {
+    #[cfg(feature = "flex")]
+    let (p, g) = match flex::update(cfg, lr, t, p, g, slots) {
+        Ok(p) => return p,
+        Err(back) => back,
+    };
+    update_ops(cfg, lr, t, p, g, slots)
+}
+
+/// The rule as tensor ops, on any backend (on flex in f32 `flex::update` computes the same in
+/// one pass).
+fn update_ops<B: Backend>(
     cfg: OptimConfig,
     lr: f64,
     t: i32,
