@@ -6,12 +6,12 @@ use burn::nn::conv::Conv2d;
 use burn::prelude::Backend;
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
-use burn::tensor::module::max_pool2d;
 
 use super::InputShape;
 use super::conv::conv2d;
 use super::lenet::conv;
 use super::mlp::linear;
+use super::pool::max_pool_2x2;
 use crate::error::{Result, invalid};
 
 /// conv32 → conv32 → pool → conv64 → conv64 → pool → fc 512 → fc N (2,168,362 parameters on
@@ -59,10 +59,10 @@ impl<B: Backend> Cnn<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         let x = relu(conv2d(&self.conv1, x));
         let x = relu(conv2d(&self.conv2, x));
-        let x = max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false);
+        let x = max_pool_2x2(x);
         let x = relu(conv2d(&self.conv3, x));
         let x = relu(conv2d(&self.conv4, x));
-        let x = max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false);
+        let x = max_pool_2x2(x);
         let [n, c, h, w] = x.dims();
         let x = x.reshape([n, c * h * w]);
         let x = relu(self.fc1.forward(x));

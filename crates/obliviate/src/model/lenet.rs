@@ -6,11 +6,11 @@ use burn::nn::{Initializer, Linear, PaddingConfig2d};
 use burn::prelude::Backend;
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
-use burn::tensor::module::max_pool2d;
 
 use super::InputShape;
 use super::conv::conv2d;
 use super::mlp::linear;
+use super::pool::max_pool_2x2;
 use crate::error::{Result, invalid};
 
 /// conv 6@5×5 → pool → conv 16@5×5 → pool → fc 120 → fc 84 → fc N.
@@ -71,9 +71,9 @@ impl<B: Backend> LeNet5<B> {
     /// Logits for a batch of images.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         let x = relu(conv2d(&self.conv1, x));
-        let x = max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false);
+        let x = max_pool_2x2(x);
         let x = relu(conv2d(&self.conv2, x));
-        let x = max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false);
+        let x = max_pool_2x2(x);
         let [n, c, h, w] = x.dims();
         let x = x.reshape([n, c * h * w]);
         let x = relu(self.fc1.forward(x));

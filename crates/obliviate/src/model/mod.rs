@@ -6,6 +6,7 @@ mod init;
 mod lenet;
 mod mlp;
 mod norm;
+mod pool;
 mod resnet;
 mod tanh;
 
@@ -22,7 +23,7 @@ pub use resnet::ResNet18;
 
 use crate::error::{Result, invalid};
 
-/// `t` as a `U` when it is one, else `t` back: how the models ([`conv`], [`tanh`]) and the
+/// `t` as a `U` when it is one, else `t` back: how the models ([`conv`], [`pool`], [`tanh`]) and the
 /// optimizer take burn-flex's fast paths while staying generic over the backend.
 #[cfg(feature = "flex")]
 pub(crate) fn cast<T: 'static, U: 'static>(t: T) -> std::result::Result<U, T> {
