@@ -17,7 +17,8 @@ use burn::tensor::{DType, Tensor, TensorPrimitive};
 use super::{OptimConfig, OptimizerKind};
 use crate::model::cast;
 
-/// A contiguous buffer nothing else holds (copied only where it is shared or strided).
+/// A contiguous buffer (copied where strided; `storage_mut` copies it where something else
+/// still holds it, so the caller's writes never reach another tensor).
 fn owned(t: Tensor<Flex, 1>) -> FlexTensor {
     let t = t.into_primitive().tensor();
     let owned = t.to_contiguous();
@@ -156,6 +157,7 @@ mod tests {
     use burn::backend::Flex;
     use burn::tensor::{DType, Tensor, TensorData};
 
+    use super::super::tests::every_rule;
     use super::super::{OptimConfig, update_ops};
 
     fn vector(n: usize, k: f32) -> Tensor<Flex, 1> {
@@ -175,19 +177,7 @@ mod tests {
     #[test]
     fn one_pass_equals_the_ops_bit_for_bit() {
         let n = 100_003;
-        let configs = [
-            OptimConfig::adam(0.002),
-            OptimConfig {
-                weight_decay: 5e-4,
-                ..OptimConfig::adam(0.01)
-            },
-            OptimConfig::sgd(0.05, 0.9),
-            OptimConfig {
-                weight_decay: 1e-3,
-                ..OptimConfig::sgd(0.1, 0.0)
-            },
-        ];
-        for cfg in configs {
+        for cfg in every_rule() {
             let slots = cfg.kind.slot_names().len();
             let (mut p_fast, mut p_ops) = (vector(n, 0.0), vector(n, 0.0));
             let mut s_fast: Vec<_> = (0..slots).map(|k| vector(n, 5.0 + k as f32)).collect();

@@ -540,6 +540,22 @@ mod tests {
         }
     }
 
+    /// Each rule, with and without weight decay (SGD with and without momentum).
+    pub(super) fn every_rule() -> [OptimConfig; 4] {
+        [
+            OptimConfig::adam(0.002),
+            OptimConfig {
+                weight_decay: 5e-4,
+                ..OptimConfig::adam(0.01)
+            },
+            OptimConfig::sgd(0.05, 0.9),
+            OptimConfig {
+                weight_decay: 1e-3,
+                ..OptimConfig::sgd(0.1, 0.0)
+            },
+        ]
+    }
+
     /// The update rule applied element by element in f32 on the host, as the backend's ops
     /// round it (each scalar converted to f32 once).
     fn host_step(cfg: OptimConfig, lr: f64, t: i32, p: &mut f32, g: f32, s: &mut [f32; 2]) {
@@ -585,19 +601,7 @@ mod tests {
             height: 16,
             width: 16,
         };
-        let configs = [
-            OptimConfig::adam(0.002),
-            OptimConfig {
-                weight_decay: 5e-4,
-                ..OptimConfig::adam(0.01)
-            },
-            OptimConfig::sgd(0.05, 0.9),
-            OptimConfig {
-                weight_decay: 1e-3,
-                ..OptimConfig::sgd(0.1, 0.0)
-            },
-        ];
-        for cfg in configs {
+        for cfg in every_rule() {
             let mut model = Net::<B>::new(ModelKind::Lenet5, shape, 10, 3, &device).expect("net");
             let theta = extract(&model);
             let mask = trainable_mask(&model);
