@@ -230,8 +230,9 @@ pub struct TrainArgs {
 }
 
 /// Slices per minibatch when `--micro-batches` is not given: 2 with burn-flex on the CPU for
-/// the models whose kernels it runs on one core (mlp-small, LeNet-5, the CNN), 1 elsewhere:
-/// mlp's large products already run on both cores, libtorch's own threads and the slices
+/// the models whose small kernels it runs no faster on two cores than on one (mlp-small,
+/// LeNet-5, the CNN), 1 elsewhere: flex spreads mlp's large products over both cores,
+/// libtorch's own threads and the slices
 /// oversubscribe the cores (full-MNIST LeNet-5 trained 1.5× slower with 2), GPUs parallelise
 /// each kernel, and batch norm forbids slicing. ARCHITECTURE decision 22 has the figures.
 pub fn micro_batches(env: &Env, kind: ModelKind) -> usize {

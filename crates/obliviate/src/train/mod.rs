@@ -10,6 +10,7 @@ mod progress;
 mod run;
 #[cfg(feature = "tch")]
 mod torch_grads;
+mod workers;
 
 use std::marker::PhantomData;
 
@@ -19,7 +20,6 @@ use burn::optim::GradientsParams;
 use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
-use rayon::prelude::*;
 
 pub use progress::{NoProgress, Progress};
 pub use run::{TrainSummary, block_split, resume, retrain, train};
@@ -31,6 +31,7 @@ use crate::error::{Result, invalid};
 use crate::model::{ModelKind, Net};
 use crate::optim::Optimizer;
 use crate::params::{EncodedSet, ParamSet, extract, load_into, trainable_mask};
+use workers::Workers;
 
 /// Name of the backend type, recorded in manifests.
 pub fn backend_name<B: Backend>() -> String {
@@ -48,6 +49,8 @@ pub struct BlockTrainer<'a, B: AutodiffBackend> {
     model: Option<Net<B>>,
     opt: Optimizer<B::InnerBackend>,
     theta: ParamSet,
+    /// Where burn's autodiff runs, started at the first minibatch that needs it.
+    workers: Option<Workers>,
 }
 
 /// What one block produced.
@@ -87,6 +90,7 @@ impl<'a, B: AutodiffBackend> BlockTrainer<'a, B> {
             model: Some(net),
             opt,
             theta,
+            workers: None,
         })
     }
 
@@ -174,6 +178,7 @@ impl<'a, B: AutodiffBackend> BlockTrainer<'a, B> {
                     &loss_fn,
                     self.cfg.micro_batches,
                     &self.device,
+                    &mut self.workers,
                 )?;
                 model = self.opt.step(model, grads)?;
                 after_step(batch_ids, &model)?;
@@ -275,25 +280,32 @@ fn minibatch_grads<B: AutodiffBackend>(
     loss_fn: &CrossEntropyLoss<B>,
     slices: usize,
     device: &B::Device,
+    workers: &mut Option<Workers>,
 ) -> Result<GradientsParams> {
     #[cfg(feature = "tch")]
     if let Some(grads) = torch_grads::minibatch_grads(model, data, rows, slices, device) {
         return grads;
     }
+    let workers = match workers {
+        Some(w) => w,
+        None => workers.insert(Workers::new(slices)?),
+    };
     Ok(burn_minibatch_grads(
-        model, data, rows, loss_fn, slices, device,
+        model, data, rows, loss_fn, slices, device, workers,
     ))
 }
 
 /// Gradient of the mean loss over `rows`, computed as up to `slices` contiguous micro-batches
-/// of ⌈n / slices⌉ rows at once on rayon's pool and summed in slice order.
+/// of ⌈n / slices⌉ rows at once, each on its own one-thread pool of `workers`, and summed in
+/// slice order; whole minibatches on `workers`' pool of all cores.
 ///
-/// Why: burn-flex runs these models' kernels on one core (measured: one thread trains LeNet-5
-/// as fast as two), so the minibatch's halves fill both. Each slice's loss is scaled by its
-/// share of the minibatch, so the sum is the minibatch gradient up to float rounding, and the
-/// rounding depends only on `slices`. Slices other than the first run on replicas whose
-/// parameters are fresh autodiff leaves over the same values (same `ParamId`s): a leaf shared by
-/// two graphs would merge them under one lock and serialise the backward passes.
+/// Why: flex spreads a large kernel over the cores but runs small ones (LeNet-5's, the CNN's)
+/// no faster on two than on one, so the minibatch's halves fill both. Each slice's loss is
+/// scaled by its share of the minibatch, so the sum is the minibatch gradient up to float
+/// rounding, and the rounding depends only on `slices`. Slices other than the first run on
+/// replicas whose parameters are fresh autodiff leaves over the same values (same `ParamId`s):
+/// a leaf shared by two graphs would merge them under one lock and serialise the backward
+/// passes.
 fn burn_minibatch_grads<B: AutodiffBackend>(
     model: &Net<B>,
     data: &Dataset,
@@ -301,30 +313,28 @@ fn burn_minibatch_grads<B: AutodiffBackend>(
     loss_fn: &CrossEntropyLoss<B>,
     slices: usize,
     device: &B::Device,
+    workers: &Workers,
 ) -> GradientsParams {
     let n = rows.len();
     let parts = slices_of(rows, slices);
-    if parts.len() == 1 {
-        let (x, y) = data.batch::<B>(Split::Train, rows, device);
-        let loss = loss_fn.forward(model.forward(x), y);
-        return GradientsParams::from_grads(loss.backward(), model);
-    }
-    let grads: Vec<GradientsParams> = parts
-        .par_iter()
-        .enumerate()
-        .map(|(i, part)| {
-            let replica = if i == 0 {
-                model.clone()
-            } else {
-                model.clone().map(&mut FreshLeaves)
-            };
-            let (x, y) = data.batch::<B>(Split::Train, part, device);
-            let loss = loss_fn
-                .forward(replica.forward(x), y)
-                .mul_scalar(part.len() as f64 / n as f64);
-            GradientsParams::from_grads(loss.backward(), &replica)
-        })
-        .collect();
+    let slice = |i: usize| {
+        let part = parts[i];
+        let replica = if i == 0 {
+            model.clone()
+        } else {
+            model.clone().map(&mut FreshLeaves)
+        };
+        let (x, y) = data.batch::<B>(Split::Train, part, device);
+        let loss = replica.forward(x);
+        let loss = match parts.len() {
+            1 => loss_fn.forward(loss, y),
+            _ => loss_fn
+                .forward(loss, y)
+                .mul_scalar(part.len() as f64 / n as f64),
+        };
+        GradientsParams::from_grads(loss.backward(), &replica)
+    };
+    let grads = workers.map(parts.len(), &slice);
     let mut grads = grads.into_iter();
     let mut total = grads.next().unwrap_or_default();
     for other in grads {

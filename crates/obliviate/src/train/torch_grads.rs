@@ -354,8 +354,10 @@ mod tests {
         let after_fast = extract(&net);
         let net = load_into(net, &initial, &device).expect("reset");
         let loss = burn::nn::loss::CrossEntropyLossConfig::new().init(&device);
-        let reference =
-            super::super::burn_minibatch_grads(&net, &data, &rows, &loss, slices, &device);
+        let workers = super::super::Workers::new(slices).expect("training threads");
+        let reference = super::super::burn_minibatch_grads(
+            &net, &data, &rows, &loss, slices, &device, &workers,
+        );
         let after_burn = extract(&net);
         let mut cmp = Compare {
             fast,
