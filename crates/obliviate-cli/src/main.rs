@@ -13,9 +13,10 @@ use clap::{Parser, Subcommand};
 
 use args::Env;
 
-/// mimalloc rather than glibc's allocator: the backends allocate and free megabytes per step,
-/// often on different threads, and glibc returned them to the system and faulted them back in
-/// (MLP training 1.3× faster with mimalloc; docs/BENCHMARKS.md).
+/// mimalloc rather than glibc's allocator: flex allocates and frees megabytes per step, and
+/// glibc returned them to the system and faulted them back in (the MLP's `bench train` rate,
+/// three alternations: 11.0–13.2k samples/s with glibc, 13.0–13.6k with mimalloc; ARCHITECTURE
+/// decision 25).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -297,7 +297,7 @@ fn minibatch_grads<B: AutodiffBackend>(
 
 /// Gradient of the mean loss over `rows`, computed as up to `slices` contiguous micro-batches
 /// of ⌈n / slices⌉ rows at once, each on its own one-thread pool of `workers`, and summed in
-/// slice order; whole minibatches on `workers`' pool of all cores.
+/// slice order; a whole minibatch on the caller's thread (`train/workers.rs` says why).
 ///
 /// Why: flex spreads a large kernel over the cores but runs small ones (LeNet-5's, the CNN's)
 /// no faster on two than on one, so the minibatch's halves fill both. Each slice's loss is
